@@ -1,0 +1,1 @@
+# Package marker: evaluation metrics for trained generators.

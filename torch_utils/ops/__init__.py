@@ -1,0 +1,1 @@
+# Package marker: custom ops with CUDA kernels and pure-PyTorch reference paths.

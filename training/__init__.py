@@ -1,0 +1,1 @@
+# Package marker: networks, dataset, augmentation, loss and training loop.
