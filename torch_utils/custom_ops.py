@@ -20,7 +20,7 @@ get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwargs) 
     per name, so a broken toolchain costs one attempt per process, not one per call.
 resolve_impl(requested_impl, tensor, plugin_loader) -> 'cuda' | 'ref'
     The single decision path used by the ops. ``requested_impl`` is the op's ``impl`` argument
-    ('cuda' | 'ref'; 'auto' is accepted as a synonym of 'cuda'), ``tensor`` is the op input whose device
+    ('cuda' | 'ref'; 'auto' is accepted as a synonym of 'cuda'), ``tensor`` is the op input whose ``.device``
     decides, and ``plugin_loader`` is a zero-argument callable returning the plugin (normally a
     ``get_plugin`` call; it raises PluginBuildError on failure). Returns 'ref' for CPU/MPS tensors, for
     impl='ref', for preferred_impl='ref', and (in 'auto' mode) when the plugin cannot be built.
@@ -98,7 +98,8 @@ def resolve_impl(requested_impl, tensor, plugin_loader):
         raise ValueError(f"Unknown impl {requested_impl!r}; use 'cuda' or 'ref'.")
     if requested_impl == 'ref' or preferred_impl == 'ref':
         return 'ref'
-    if not isinstance(tensor, torch.Tensor) or tensor.device.type != 'cuda':
+    device = getattr(tensor, 'device', None)
+    if device is None or torch.device(device).type != 'cuda':
         return 'ref'
     try:
         plugin_loader()

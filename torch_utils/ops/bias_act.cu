@@ -30,6 +30,10 @@ __device__ __forceinline__ void store_from(float* p, int i, float v) { p[i] = v;
 __device__ __forceinline__ void store_from(double* p, int i, double v) { p[i] = v; }
 __device__ __forceinline__ void store_from(__half* p, int i, float v) { p[i] = __float2half_rn(v); }
 
+// The value a math-type number takes once stored as T (what the forward wrote for a clamped element).
+template <typename T, typename M> __device__ __forceinline__ M as_stored(M v) { return (M)(T)v; }
+template <> __device__ __forceinline__ float as_stored<__half, float>(float v) { return __half2float(__float2half_rn(v)); }
+
 template <typename M> __device__ __forceinline__ M logistic(M s)
 {
     if (s < (M)-kSaturate) return (M)0;
@@ -142,12 +146,14 @@ __global__ void bias_act_kernel(BiasActLaunch p)
 
         // Clamp mask: from the stored output when we have it, else recompute the unclamped output.
         if (clamping) {
-            M unclamped;
+            // A stored output is compared with the clamp as it was stored, so that clamped elements
+            // are recognised even when the clamp value is not representable in T.
+            bool inside;
             if (yref != nullptr)
-                unclamped = load_as<M>(yref, i);
+                inside = fabs(load_as<M>(yref, i)) < as_stored<T>(clamp);
             else
-                unclamped = activate<ACT>(pre_activation(xref), alpha) * gain;
-            if (!(fabs(unclamped) < clamp)) {
+                inside = fabs(activate<ACT>(pre_activation(xref), alpha) * gain) < clamp;
+            if (!inside) {
                 store_from(out, i, (M)0);
                 continue;
             }

@@ -16,7 +16,8 @@
 //         differentiate from the input (ref 'x': swish). Ignored by the others.
 //   yref  the forward output y (what grad=0 returned). Needed by activations that differentiate from the
 //         output (ref 'y': relu, lrelu, tanh, sigmoid, elu, selu, softplus) and by linear when clamp >= 0.
-//         When given, the clamp mask is read from it (|y| < clamp); otherwise it is recomputed from xref.
+//         When given, the clamp mask is read from it (|y| < clamp rounded to x's dtype); otherwise it is
+//         recomputed from xref.
 //   dy    grad=2 only: the x that the matching grad=1 call received (dL/dy).
 //   grad  0 forward, 1 first backward, 2 second backward.
 //   dim   axis of x that b runs along.  act: cuda_idx from activation_funcs (1..9).

@@ -103,6 +103,8 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f'bias_act: x must be a torch.Tensor, got {type(x).__name__}.')
+    if impl not in ('cuda', 'ref', 'auto'):
+        raise ValueError(f"bias_act: unknown impl {impl!r}; use 'cuda' or 'ref'.")
     if act not in activation_funcs:
         raise ValueError(f"bias_act: unknown activation {act!r}; use one of {', '.join(activation_funcs)}.")
     if clamp is not None and not clamp >= 0:
@@ -127,8 +129,6 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     if kernel_ok and custom_ops.resolve_impl(impl, x, _load_plugin) == 'cuda':
         y = _bias_act_cuda(x, b, dim, spec, alpha, gain, clamp)
     else:
-        if impl not in ('cuda', 'ref', 'auto'):
-            raise ValueError(f"bias_act: unknown impl {impl!r}; use 'cuda' or 'ref'.")
         y = _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
     assert y.shape == x.shape and y.dtype == x.dtype
     return y
