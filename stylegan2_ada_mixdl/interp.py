@@ -1,0 +1,61 @@
+"""Interpolation strips in W (fakes-interp-<kimg>.png) for watching MixDL smooth the latent space."""
+import os
+from typing import Sequence, Tuple
+
+import numpy as np
+import PIL.Image
+import torch
+
+DEFAULT_SEED_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7))
+DEFAULT_STEPS = 8
+
+
+def _latent_for_seed(seed: int, z_dim: int) -> np.ndarray:
+    # Same convention as generate.py: one RandomState per seed, so strips are comparable across runs.
+    return np.random.RandomState(seed).randn(z_dim)
+
+
+@torch.no_grad()
+def interpolation_images(G, seed_pairs: Sequence[Tuple[int, int]] = DEFAULT_SEED_PAIRS, steps: int = DEFAULT_STEPS,
+                         c: torch.Tensor = None, batch_size: int = 16, noise_mode: str = 'const') -> torch.Tensor:
+    """Images along straight lines in W between the two seeds of each pair.
+
+    G: a Generator (z_dim, c_dim, mapping, synthesis). c: [c_dim] label used for every image
+    (zeros when omitted). Returns float32 [len(seed_pairs), steps, C, H, W] in G's output range [-1, 1].
+    """
+    if steps < 2:
+        raise ValueError(f'An interpolation strip needs at least 2 steps, got {steps}')
+    if not seed_pairs:
+        raise ValueError('Give at least one seed pair, e.g. ((0, 1),)')
+    device = next(iter(G.parameters())).device
+    seeds = np.asarray(seed_pairs, dtype=np.int64).reshape(-1)
+    z = torch.from_numpy(np.stack([_latent_for_seed(int(s), G.z_dim) for s in seeds])).float().to(device)
+    labels = torch.zeros(len(seeds), G.c_dim, device=device)
+    if c is not None:
+        labels[:] = c.to(device)
+    ends = G.mapping(z, labels, truncation_psi=1, skip_w_avg_update=True)  # [2P, num_ws, w_dim]
+    start, stop = ends[0::2], ends[1::2]
+    t = torch.linspace(0, 1, steps, device=device).view(1, steps, 1, 1)
+    path = torch.lerp(start.unsqueeze(1), stop.unsqueeze(1), t).flatten(0, 1)  # [P * steps, num_ws, w_dim]
+    images = torch.cat([G.synthesis(chunk, noise_mode=noise_mode).float() for chunk in path.split(batch_size)])
+    return images.reshape(len(seed_pairs), steps, *images.shape[1:])
+
+
+def images_to_grid(images: torch.Tensor) -> np.ndarray:
+    """[rows, cols, C, H, W] in [-1, 1] -> uint8 [rows * H, cols * W, C] (C = 1 or 3)."""
+    rows, cols, channels, height, width = images.shape
+    pixels = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    grid = pixels.permute(0, 3, 1, 4, 2).reshape(rows * height, cols * width, channels)
+    return grid.numpy()
+
+
+def save_interpolation_strip(G, path: str, **kwargs) -> np.ndarray:
+    """Render interpolation_images(G, **kwargs) as one PNG (one row per seed pair). Returns the grid."""
+    grid = images_to_grid(interpolation_images(G, **kwargs))
+    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+    return grid
+
+
+def interp_filename(run_dir: str, cur_nimg: int) -> str:
+    """fakes-interp-<kimg:06d>.png, numbered like the loop's fakes<kimg>.png snapshots."""
+    return os.path.join(run_dir, f'fakes-interp-{cur_nimg // 1000:06d}.png')
