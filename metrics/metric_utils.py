@@ -197,6 +197,8 @@ def get_feature_detector(url, device=torch.device('cpu'), num_gpus=1, rank=0, ve
     source = require_detector(url, detector_dir)
     detector = _load_detector_file(url if source == 'download' else source, verbose=verbose and rank == 0)
     detector = detector.eval().to(device)
+    for param in detector.parameters():
+        param.requires_grad_(False)   # ScriptModules lack Module.requires_grad_; input gradients still flow
     if num_gpus > 1 and rank == 0:
         torch.distributed.barrier()
     _loaded_detectors[key] = detector
