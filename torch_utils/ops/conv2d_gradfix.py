@@ -68,6 +68,8 @@ def _custom_path_applies(input):
 
 
 def _pair(value, what):
+    if isinstance(value, str):
+        raise ValueError(f'conv2d_gradfix: {what}={value!r} is not supported on the custom path; pass explicit ints')
     if isinstance(value, int):
         return (value, value)
     pair = tuple(int(v) for v in value)
