@@ -439,6 +439,9 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     assert max_items is not None, 'generator statistics need max_items'
     max_items = opts.capped(max_items)
     batch_gen = min(batch_size, 4) if batch_gen is None else batch_gen
+    # Small requests (few-shot, debugging caps) should not pay for a full batch per step.
+    per_rank = (max_items - 1) // opts.num_gpus + 1
+    batch_size = min(batch_size, -(-per_rank // batch_gen) * batch_gen)
     assert batch_size % batch_gen == 0, f'batch_size {batch_size} must be a multiple of batch_gen {batch_gen}'
     sampler = GeneratorSampler(opts)
     detector = get_feature_detector(detector_url, device=opts.device, num_gpus=opts.num_gpus, rank=opts.rank,
