@@ -1,0 +1,257 @@
+"""MixDLLoss: StyleGAN2Loss plus mixup-based distance learning (Kong et al., ECCV 2022) on every n-th minibatch."""
+import torch
+import torch.nn.functional as F
+
+from stylegan2_ada_mixdl import options as mixdl_options
+from stylegan2_ada_mixdl.coefficients import mix_anchors, sample_coefficients
+from stylegan2_ada_mixdl.distance import feature_distance_loss, layered_distance_loss, sample_feature_layers
+from stylegan2_ada_mixdl.heads import MixDLModules
+from stylegan2_ada_mixdl.interp import interp_filename, save_interpolation_strip
+from torch_utils import training_stats
+from training.features import (discriminator_penultimate_name, features_by_name, record_activations,
+                               synthesis_conv_names)
+from training.loss import StyleGAN2Loss
+
+# Offset mixed into the process seed so the plug-in's private stream differs from torch's global one.
+_STREAM_OFFSET = 0x4D6978
+
+
+class MixDLLoss(StyleGAN2Loss):
+    """StyleGAN2-ADA loss whose every `mixdl_interval`-th minibatch is a MixDL minibatch.
+
+    On a MixDL minibatch (mixdl_spec.md sections 1-7), with B = batch_gpu sources w_i = mapping(z_i)
+    and anchors w0 = C @ w for a B x B coefficient matrix C whose rows are mixup distributions:
+      G: softplus(-Dpatch(G(w0))) + lambda_G * KL(softmax(C) || softmax(cos of synthesis features))
+      D: softplus(-Dpatch(x)) + softplus(Dpatch(G(w0))) + lambda_D * KL(softmax(C) || softmax(cos of proj(d1)))
+    With patch discrimination off the ordinary full-image adversarial terms stay and the distance
+    terms are added to them. R1 and path length always act on the ordinary full-image outputs.
+    All MixDL random draws come from a private generator, so when every MixDL term is zero the run
+    consumes torch's global RNG exactly like StyleGAN2Loss does.
+    """
+
+    snapshot_key = 'mixdl'
+    extra_modules_train_with = 'D'
+
+    def __init__(self, device, G_mapping, G_synthesis, D, augment_pipe=None,
+                 lambda_G=1000.0,          # Weight of the generator distance loss (0 = off).
+                 lambda_D=1.0,             # Weight of the discriminator distance loss (0 = off).
+                 mixup_alpha=1.0,          # Dirichlet concentration of each coefficient row.
+                 coef_kind='dirichlet',    # 'dirichlet', 'gaussian' or 'uniform' rows.
+                 mixdl_interval=2,         # Every n-th minibatch (by index) is a MixDL minibatch.
+                 patch_discrimination=True,  # Patch logits instead of full-image logits on MixDL minibatches.
+                 proj_dim=None,            # Output width of the projection (None = D's penultimate width).
+                 mixdl_seed=None,          # Seed of the plug-in's own stream (None = from the process seed).
+                 **stylegan2_kwargs):
+        super().__init__(device, G_mapping, G_synthesis, D, augment_pipe=augment_pipe, **stylegan2_kwargs)
+        mixdl_options.validate(lambda_G=lambda_G, lambda_D=lambda_D, mixup_alpha=mixup_alpha, coef_kind=coef_kind,
+                               mixdl_interval=mixdl_interval)
+        self.lambda_G = float(lambda_G)
+        self.lambda_D = float(lambda_D)
+        self.mixup_alpha = float(mixup_alpha)
+        self.coef_kind = coef_kind
+        self.mixdl_interval = int(mixdl_interval)
+        self.patch_discrimination = bool(patch_discrimination)
+        self.batch_idx = 0
+
+        self.synthesis_layers = synthesis_conv_names(G_synthesis)
+        self.penultimate_name = discriminator_penultimate_name(D)
+        self.extras = MixDLModules.for_discriminator(D, proj_dim=proj_dim).to(self.device)
+        # The loop seeds torch per process (seed * num_gpus + rank), so this differs across GPUs.
+        seed = torch.initial_seed() + _STREAM_OFFSET if mixdl_seed is None else int(mixdl_seed)
+        self.generator = torch.Generator(device='cpu').manual_seed(seed % (2 ** 63))
+
+    # --- Schedule -----------------------------------------------------------------------------
+
+    @property
+    def any_term_enabled(self):
+        return self.lambda_G > 0 or self.lambda_D > 0 or self.patch_discrimination
+
+    def is_mixdl_minibatch(self, batch_idx=None):
+        """True when minibatch `batch_idx` (default: the current one) gets the MixDL objectives."""
+        index = self.batch_idx if batch_idx is None else int(batch_idx)
+        return self.any_term_enabled and index % self.mixdl_interval == 0
+
+    # --- Random draws (host side: no device synchronisation) ----------------------------------
+
+    def _to_device(self, cpu_tensor):
+        if self.device.type == 'cuda':
+            cpu_tensor = cpu_tensor.pin_memory()
+        return cpu_tensor.to(self.device, non_blocking=True)
+
+    def draw_coefficients(self, batch_size):
+        """C [B, B] float32 on the loss device, rows drawn from the configured distribution."""
+        coefs = sample_coefficients(batch_size, self.coef_kind, self.mixup_alpha, generator=self.generator)
+        return self._to_device(coefs)
+
+    def draw_patch_layer(self):
+        """Name of the D activation whose patch head is used for this step, drawn uniformly."""
+        names = self.extras.patch_layer_names
+        return names[int(torch.randint(len(names), [], generator=self.generator))]
+
+    # --- Networks -----------------------------------------------------------------------------
+
+    def synthesise_sources_and_anchors(self, gen_z, gen_c, coefs, record_features):
+        """Synthesise [sources; anchors] in one batched call. Returns (images [2B, C, H, W], features or None).
+
+        Sources use truncation 1 and no style mixing; anchors mix the whole ws tensor with C.
+        """
+        ws = self.G_mapping(gen_z, gen_c)
+        all_ws = torch.cat([ws, mix_anchors(coefs, ws)])
+        if not record_features:
+            return self.G_synthesis(all_ws), None
+        with record_activations(self.G_synthesis, self.synthesis_layers) as record:
+            images = self.G_synthesis(all_ws)
+        return images, features_by_name(record, self.synthesis_layers)
+
+    def run_D_recording(self, img, c, names):
+        """Full-image logits [N, 1] plus the named D activations, after augmentation."""
+        with record_activations(self.D, names) as record:
+            logits = self.run_D(img, c)
+        return logits, record
+
+    def patch_loss(self, layer_name, activation, real):
+        """Softplus patch loss averaged over positions: [N] per image (real=True scores as real)."""
+        logits = self.extras.patch_logits(layer_name, activation)
+        return F.softplus(-logits if real else logits).mean(dim=1)
+
+    # --- Phases -------------------------------------------------------------------------------
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+        if phase not in self._TERMS_BY_PHASE:
+            raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
+        if not self.is_mixdl_minibatch() or phase in ('Greg', 'Dreg'):
+            return super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+        batch = gen_z.shape[0]
+        if real_img.shape[0] != batch:
+            raise ValueError(f'MixDL pairs reals with fakes: got {real_img.shape[0]} reals and {batch} latents')
+        if phase in ('Gmain', 'Gboth'):
+            self._generator_mixdl(phase, gen_z, gen_c, sync, gain)
+            if phase == 'Gboth':
+                super().accumulate_gradients('Greg', real_img, real_c, gen_z, gen_c, sync, gain)
+        else:
+            self._discriminator_mixdl(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+            if phase == 'Dboth':
+                super().accumulate_gradients('Dreg', real_img, real_c, gen_z, gen_c, sync, gain)
+
+    def generator_terms(self, gen_z, gen_c, coefs, distance=True, patch=True):
+        """Unweighted MixDL generator terms for one chunk: {'G_dist': 0-d, 'G_patch': [B]} (those asked for)."""
+        batch = gen_z.shape[0]
+        images, features = self.synthesise_sources_and_anchors(gen_z, gen_c, coefs, record_features=distance)
+        terms = {}
+        if distance:
+            layers = sample_feature_layers(batch, len(features), generator=self.generator)
+            terms['G_dist'] = layered_distance_loss([f[batch:] for f in features], [f[:batch] for f in features],
+                                                    layers, coefs)
+        if patch:
+            layer = self.draw_patch_layer()
+            _, record = self.run_D_recording(images[batch:], self.anchor_labels(coefs, gen_c), [layer])
+            terms['G_patch'] = self.patch_loss(layer, record[layer], real=True)
+        return terms
+
+    def discriminator_terms(self, real_img, real_c, gen_z, gen_c, coefs, distance=True, patch=True):
+        """Unweighted MixDL discriminator terms for one chunk.
+
+        Returns {'D_dist': 0-d, 'D_patch_fake': [B], 'D_patch_real': [B], 'real_logits': [B, 1]} (those asked
+        for). Images are generated without a graph, so no term reaches G.
+        """
+        batch = gen_z.shape[0]
+        with torch.no_grad():
+            images, _ = self.synthesise_sources_and_anchors(gen_z, gen_c, coefs, record_features=False)
+        anchors, sources = images[batch:], images[:batch]
+        anchor_c = self.anchor_labels(coefs, gen_c)
+        layer = self.draw_patch_layer() if patch else None
+        names = ([self.penultimate_name] if distance else []) + ([layer] if patch else [])
+        terms = {}
+        if distance:
+            # D sees [anchors; sources] in one call; the anchors' half also feeds the patch term.
+            _, record = self.run_D_recording(torch.cat([anchors, sources]), torch.cat([anchor_c, gen_c]), names)
+            projected = self.extras.project(record[self.penultimate_name])
+            terms['D_dist'] = feature_distance_loss(projected[:batch], projected[batch:], coefs)
+        if patch:
+            if not distance:
+                _, record = self.run_D_recording(anchors, anchor_c, names)
+            terms['D_patch_fake'] = self.patch_loss(layer, record[layer][:batch], real=False)
+            real_logits, real_record = self.run_D_recording(real_img.detach(), real_c, [layer])
+            terms['D_patch_real'] = self.patch_loss(layer, real_record[layer], real=True)
+            terms['real_logits'] = real_logits.detach()
+        return terms
+
+    @staticmethod
+    def anchor_labels(coefs, gen_c):
+        """Labels shown to D with anchor images: the same mixture of the sources' labels ([B, c_dim])."""
+        return coefs @ gen_c if gen_c.shape[1] > 0 else gen_c
+
+    def _generator_mixdl(self, phase, gen_z, gen_c, sync, gain):
+        if not self.patch_discrimination:
+            # Ordinary full-image adversarial term; the distance term is added below.
+            super().accumulate_gradients('Gmain', None, None, gen_z, gen_c, sync, gain)
+            if self.lambda_G == 0:
+                return
+        with torch.autograd.profiler.record_function('Gmixdl_forward'):
+            coefs = self.draw_coefficients(gen_z.shape[0])
+            terms = self.generator_terms(gen_z, gen_c, coefs, distance=self.lambda_G > 0,
+                                         patch=self.patch_discrimination)
+            total = 0
+            if 'G_dist' in terms:
+                training_stats.report('Loss/mixdl/G_dist', terms['G_dist'])
+                total = total + self.lambda_G * terms['G_dist']
+            if 'G_patch' in terms:
+                training_stats.report('Loss/mixdl/G_patch', terms['G_patch'])
+                total = total + terms['G_patch'].mean()
+            self.watch_finite(phase, total)
+        with torch.autograd.profiler.record_function('Gmixdl_backward'):
+            total.mul(gain).backward()
+
+    def _discriminator_mixdl(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+        if not self.patch_discrimination:
+            super().accumulate_gradients('Dmain', real_img, real_c, gen_z, gen_c, sync, gain)
+            if self.lambda_D == 0:
+                return
+        with torch.autograd.profiler.record_function('Dmixdl_forward'):
+            coefs = self.draw_coefficients(gen_z.shape[0])
+            terms = self.discriminator_terms(real_img, real_c, gen_z, gen_c, coefs, distance=self.lambda_D > 0,
+                                             patch=self.patch_discrimination)
+            total = 0
+            if 'D_dist' in terms:
+                training_stats.report('Loss/mixdl/D_dist', terms['D_dist'])
+                total = total + self.lambda_D * terms['D_dist']
+            if 'D_patch_real' in terms:
+                # Full-image real logits come for free and keep ADA's sign statistic fed.
+                training_stats.report('Loss/scores/real', terms['real_logits'])
+                training_stats.report('Loss/signs/real', terms['real_logits'].sign())
+                training_stats.report('Loss/mixdl/D_patch_fake', terms['D_patch_fake'])
+                training_stats.report('Loss/mixdl/D_patch_real', terms['D_patch_real'])
+                total = total + terms['D_patch_fake'].mean() + terms['D_patch_real'].mean()
+            self.watch_finite(phase, total)
+        with torch.autograd.profiler.record_function('Dmixdl_backward'):
+            total.mul(gain).backward()
+
+    # --- Plug-in interface --------------------------------------------------------------------
+
+    def extra_modules(self):
+        return {'extras': self.extras}
+
+    def state_dict(self):
+        state = super().state_dict()
+        state['mixdl_rng'] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        rng = state.pop('mixdl_rng', None)
+        super().load_state_dict(state)
+        if rng is not None:
+            self.generator.set_state(torch.as_tensor(rng, dtype=torch.uint8))
+
+    def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
+        path = interp_filename(run_dir, cur_nimg)
+        save_interpolation_strip(G_ema, path)
+        return [path]
+
+    @classmethod
+    def cli_options(cls):
+        return mixdl_options.cli_options()
+
+    @classmethod
+    def configure_from_cli(cls, opts, loss_kwargs):
+        return mixdl_options.configure_from_cli(opts, loss_kwargs)

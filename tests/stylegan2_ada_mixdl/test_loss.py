@@ -1,0 +1,192 @@
+"""Tests for MixDLLoss: schedule, gradient routing, baseline equivalence and plug-in state, on tiny CPU networks."""
+import copy
+
+import pytest
+import torch
+
+from stylegan2_ada_mixdl.loss import MixDLLoss
+from training import networks
+from training.loss import StyleGAN2Loss
+
+RES, BATCH, ZDIM = 16, 4, 16
+
+
+def _networks(seed=0):
+    torch.manual_seed(seed)
+    G = networks.Generator(z_dim=ZDIM, c_dim=0, w_dim=ZDIM, img_resolution=RES, img_channels=3,
+                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    D = networks.Discriminator(c_dim=0, img_resolution=RES, img_channels=3, channel_base=128, channel_max=16,
+                               epilogue_kwargs=dict(mbstd_group_size=2))
+    return G.train().requires_grad_(False), D.train().requires_grad_(False)
+
+
+def _make_loss(G, D, cls=MixDLLoss, **kwargs):
+    kwargs.setdefault('r1_gamma', 1.0)
+    if cls is MixDLLoss:
+        kwargs.setdefault('mixdl_seed', 123)
+    return cls(device='cpu', G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, **kwargs)
+
+
+def _inputs(seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(real_img=torch.rand(BATCH, 3, RES, RES, generator=gen) * 2 - 1, real_c=torch.zeros(BATCH, 0),
+                gen_z=torch.randn(BATCH, ZDIM, generator=gen), gen_c=torch.zeros(BATCH, 0))
+
+
+def _grads(module):
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+def _nonzero(grads):
+    return {name for name, g in grads.items() if g is not None and g.abs().sum() > 0}
+
+
+def _all_trainable(*modules):
+    for module in modules:
+        module.requires_grad_(True)
+        for p in module.parameters():
+            p.grad = None
+
+
+def test_every_interval_th_minibatch_is_mixdl():
+    G, D = _networks()
+    loss = _make_loss(G, D, mixdl_interval=3)
+    assert [loss.is_mixdl_minibatch(i) for i in range(7)] == [True, False, False, True, False, False, True]
+    off = _make_loss(G, D, lambda_G=0, lambda_D=0, patch_discrimination=False)
+    assert not any(off.is_mixdl_minibatch(i) for i in range(4))
+
+
+def test_extras_match_discriminator_and_stay_out_of_G_and_D():
+    G, D = _networks()
+    names_before = (sorted(G.state_dict()), sorted(D.state_dict()))
+    loss = _make_loss(G, D)
+    assert list(loss.extra_modules()) == ['extras'] and loss.snapshot_key == 'mixdl'
+    extras = loss.extras
+    assert extras.feature_dim == D.b4.fc.weight.shape[0] == 16
+    assert extras.patch_layer_names == ['b8.conv1']  # 16 px has no 1/16 map: smallest block conv output
+    assert (sorted(G.state_dict()), sorted(D.state_dict())) == names_before
+    assert loss.synthesis_layers == ['b4.conv1', 'b8.conv0', 'b8.conv1', 'b16.conv0', 'b16.conv1']
+
+
+def test_generator_distance_reaches_only_G():
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    _all_trainable(G, D, loss.extras)
+    inputs = _inputs()
+    coefs = loss.draw_coefficients(BATCH)
+    terms = loss.generator_terms(inputs['gen_z'], inputs['gen_c'], coefs, distance=True, patch=False)
+    terms['G_dist'].backward()
+    assert terms['G_dist'].item() > 0
+    assert _nonzero(_grads(G)), 'G gets a gradient from L_G_dist'
+    assert any(name.startswith('mapping.') for name in _nonzero(_grads(G)))  # anchors mix ws from the mapping
+    assert not _nonzero(_grads(D)) and not _nonzero(_grads(loss.extras))
+
+
+def test_discriminator_distance_reaches_only_D_and_projection():
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    _all_trainable(G, D, loss.extras)
+    inputs = _inputs()
+    terms = loss.discriminator_terms(coefs=loss.draw_coefficients(BATCH), distance=True, patch=False, **inputs)
+    terms['D_dist'].backward()
+    assert terms['D_dist'].item() > 0
+    assert not _nonzero(_grads(G))
+    d_names = _nonzero(_grads(D))
+    assert 'b4.fc.weight' in d_names and 'b16.conv0.weight' in d_names
+    assert 'b4.out.weight' not in d_names  # the penultimate feature is read before the output layer
+    assert _nonzero(_grads(loss.extras)) == {'proj.weight', 'proj.bias'}
+
+
+def test_patch_heads_get_gradients_only_on_mixdl_minibatches():
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    inputs = _inputs()
+    head_grads = {}
+    for batch_idx in (1, 2):
+        _all_trainable(D, loss.extras)
+        loss.begin_minibatch(batch_idx)
+        loss.accumulate_gradients('Dmain', sync=True, gain=1, **inputs)
+        head_grads[batch_idx] = {n for n in _nonzero(_grads(loss.extras)) if n.startswith('patch.')}
+    assert head_grads[1] == set()
+    assert head_grads[2] == {'patch.b8_conv1.weight', 'patch.b8_conv1.bias'}
+    # The G step on a MixDL minibatch reads patch logits but only G trains.
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    loss.extras.requires_grad_(False)
+    loss.accumulate_gradients('Gmain', sync=True, gain=1, **inputs)
+    assert _nonzero(_grads(G))
+
+
+def test_all_terms_off_matches_baseline_gradients_exactly():
+    inputs = _inputs()
+    results = []
+    for cls, kwargs in ((StyleGAN2Loss, {}), (MixDLLoss, dict(lambda_G=0, lambda_D=0, patch_discrimination=False))):
+        G, D = _networks(seed=5)
+        loss = _make_loss(G, D, cls=cls, **kwargs)
+        grads = {}
+        torch.manual_seed(9)
+        for batch_idx in (0, 1):
+            loss.begin_minibatch(batch_idx)
+            # R1 once is enough to show the regulariser path is shared; it is the slow part on CPU.
+            for phase, trainable in (('Gmain', G), ('Dmain', D)) + ((('Dreg', D),) if batch_idx == 0 else ()):
+                _all_trainable(trainable)
+                loss.accumulate_gradients(phase, sync=True, gain=1, **inputs)
+                grads[(batch_idx, phase)] = {n: g.clone() for n, g in _grads(trainable).items() if g is not None}
+                trainable.requires_grad_(False)
+        results.append(grads)
+    baseline, mixdl = results
+    assert baseline.keys() == mixdl.keys()
+    for key in baseline:
+        assert baseline[key].keys() == mixdl[key].keys()
+        for name in baseline[key]:
+            assert torch.equal(baseline[key][name], mixdl[key][name]), (key, name)
+
+
+@pytest.mark.parametrize('patch', [True, False])
+def test_mixdl_phases_report_their_terms(patch):
+    from torch_utils import training_stats
+    G, D = _networks()
+    loss = _make_loss(G, D, patch_discrimination=patch, lambda_G=1000, lambda_D=1)
+    collector = training_stats.Collector(regex='Loss/.*')
+    inputs = _inputs()
+    loss.begin_minibatch(0)
+    for phase, trainable in (('Gboth', [G]), ('Dboth', [D, loss.extras])):
+        _all_trainable(*trainable)
+        loss.accumulate_gradients(phase, sync=True, gain=1, **inputs)
+        for module in trainable:
+            module.requires_grad_(False)
+    collector.update()
+    # The stats registry is process-wide, so only names reported since this collector's last update count.
+    names = {name for name in collector.names() if collector.num(name) > 0}
+    assert {'Loss/mixdl/G_dist', 'Loss/mixdl/D_dist', 'Loss/r1_penalty', 'Loss/pl_penalty'} <= names
+    patch_names = {'Loss/mixdl/G_patch', 'Loss/mixdl/D_patch_real', 'Loss/mixdl/D_patch_fake'}
+    assert (patch_names <= names) == patch
+    assert ('Loss/G/loss' in names) == (not patch)  # the ordinary adversarial term only without patches
+    assert 'Loss/signs/real' in names  # ADA keeps its statistic either way
+    for name in names:
+        assert torch.isfinite(torch.tensor(collector.mean(name)))
+    assert loss.first_nonfinite_phase() is None
+
+
+def test_state_dict_round_trip_restores_the_random_stream():
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    state = copy.deepcopy(loss.state_dict())
+    assert set(state) == {'pl_mean', 'mixdl_rng'}
+    first = loss.draw_coefficients(BATCH), loss.draw_patch_layer()
+    other = _make_loss(G, D, mixdl_seed=999)
+    other.load_state_dict(state)
+    second = other.draw_coefficients(BATCH), other.draw_patch_layer()
+    assert torch.equal(first[0], second[0]) and first[1] == second[1]
+    with pytest.raises(ValueError, match='unexpected keys'):
+        other.load_state_dict({'bogus': 1})
+
+
+def test_interpolation_strip_is_written(tmp_path):
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    paths = loss.write_snapshot_images(G, str(tmp_path), 12345)
+    assert [p.rsplit('/', 1)[-1] for p in paths] == ['fakes-interp-000012.png']
+    import PIL.Image
+    with PIL.Image.open(paths[0]) as image:
+        assert image.size == (8 * RES, 4 * RES) and image.mode == 'RGB'
