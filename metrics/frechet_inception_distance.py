@@ -1,9 +1,22 @@
 """Frechet Inception Distance (Heusel et al. 2017) between real and generated Inception pool features, plus sFID on spatial features."""
 
+import inspect
+
 import numpy as np
 import scipy.linalg
 
 from . import metric_utils
+
+# SciPy 1.16 dropped sqrtm's `disp` argument (and its (root, error) return); older releases need disp=False to
+# return quietly on near-singular products, which few-shot covariances often are.
+_SQRTM_TAKES_DISP = 'disp' in inspect.signature(scipy.linalg.sqrtm).parameters
+
+
+def matrix_sqrt(matrix):
+    if _SQRTM_TAKES_DISP:
+        root, _ = scipy.linalg.sqrtm(matrix, disp=False)
+        return root
+    return scipy.linalg.sqrtm(matrix)
 
 
 def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
@@ -12,7 +25,7 @@ def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
     assert mu_a.shape == mu_b.shape and mu_a.ndim == 1, 'means must be vectors of equal length'
     assert sigma_a.shape == sigma_b.shape == (mu_a.size, mu_a.size), 'covariances must be DxD'
     mean_term = np.square(mu_a - mu_b).sum()
-    root, _ = scipy.linalg.sqrtm(np.dot(sigma_a, sigma_b), disp=False)
+    root = matrix_sqrt(np.dot(sigma_a, sigma_b))
     return float(np.real(mean_term + np.trace(sigma_a + sigma_b - root * 2)))
 
 

@@ -14,6 +14,13 @@ def _owned_blocks(total, size, opts):
     return [block for i, block in enumerate(_blocks(total, size)) if opts is None or i % opts.num_gpus == opts.rank]
 
 
+def pairwise_euclidean(a, b):
+    """[len(a), len(b)] Euclidean distances in float32 (features may be stored in half precision; CUDA cdist has no Half)."""
+    a, b = a.to(torch.float32), b.to(torch.float32)
+    squared = a.square().sum(1, keepdim=True) + b.square().sum(1).unsqueeze(0) - 2 * (a @ b.T)
+    return squared.clamp(min=0).sqrt()
+
+
 def _sum_across_ranks(x, opts):
     if opts is not None and opts.num_gpus > 1:
         torch.distributed.all_reduce(x)
@@ -25,10 +32,10 @@ def manifold_radii(features, k=3, row_batch_size=10000, col_batch_size=10000, op
     assert features.ndim == 2 and len(features) > k, f'need more than k={k} points, got {len(features)}'
     radii = torch.zeros(len(features), dtype=torch.float32, device=features.device)
     for lo, hi in _owned_blocks(len(features), row_batch_size, opts):
-        row_dists = torch.cat([torch.cdist(features[lo:hi], features[c_lo:c_hi])
+        row_dists = torch.cat([pairwise_euclidean(features[lo:hi], features[c_lo:c_hi])
                                for c_lo, c_hi in _blocks(len(features), col_batch_size)], dim=1)
         # The zero self-distance is the smallest value of each row, hence k+1.
-        radii[lo:hi] = row_dists.kthvalue(k + 1, dim=1).values.float()
+        radii[lo:hi] = row_dists.kthvalue(k + 1, dim=1).values
     return _sum_across_ranks(radii, opts)
 
 
@@ -39,7 +46,7 @@ def fraction_inside(probe, manifold, radii, row_batch_size=10000, col_batch_size
     for lo, hi in _owned_blocks(len(probe), row_batch_size, opts):
         hit = torch.zeros(hi - lo, dtype=torch.bool, device=probe.device)
         for c_lo, c_hi in _blocks(len(manifold), col_batch_size):
-            dists = torch.cdist(probe[lo:hi], manifold[c_lo:c_hi]).float()
+            dists = pairwise_euclidean(probe[lo:hi], manifold[c_lo:c_hi])
             hit |= (dists <= radii[c_lo:c_hi].unsqueeze(0)).any(dim=1)
         inside[lo:hi] = hit.float()
     return float(_sum_across_ranks(inside, opts).mean().item())
@@ -63,7 +70,7 @@ def compute_pr(opts, max_real, num_gen, nhood_size=3, row_batch_size=10000, col_
         opts=opts, detector_url=url, detector_kwargs=detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen)
     opts.details.num_real = real.num_items
     opts.details.num_gen = fake.num_items
-    # Half precision halves the memory of the distance blocks on GPUs; CPU cdist wants float32.
+    # Half precision halves the memory of the stored features on GPUs; distances are computed in float32.
     dtype = torch.float16 if opts.device.type == 'cuda' else torch.float32
     real_features = real.get_all_torch().to(opts.device, dtype)
     gen_features = fake.get_all_torch().to(opts.device, dtype)
