@@ -225,7 +225,7 @@ class StyleGAN2Loss(Loss):
                                       adversarial='D_adv' in terms, r1='D_r1' in terms)
 
     def _generator_adversarial(self, phase, gen_z, gen_c, sync, gain):
-        with torch.autograd.profiler.record_function('Gmain_forward'):
+        with torch.autograd.profiler.record_function('G_adversarial_fwd'):
             fake_img, _ = self.run_G(gen_z, gen_c, sync=sync)
             fake_logits = self.run_D(fake_img, gen_c, sync=False)
             training_stats.report('Loss/scores/fake', fake_logits)
@@ -233,7 +233,7 @@ class StyleGAN2Loss(Loss):
             g_loss = F.softplus(-fake_logits)  # -log(sigmoid(logits))
             training_stats.report('Loss/G/loss', g_loss)
             self.watch_finite(phase, g_loss)
-        with torch.autograd.profiler.record_function('Gmain_backward'):
+        with torch.autograd.profiler.record_function('G_adversarial_bwd'):
             g_loss.mean().mul(gain).backward()
 
     def path_length_terms(self, fake_img, ws):
@@ -245,7 +245,7 @@ class StyleGAN2Loss(Loss):
         return grad_ws.square().sum(dim=2).mean(dim=1).sqrt()
 
     def _path_length(self, phase, gen_z, gen_c, sync, gain):
-        with torch.autograd.profiler.record_function('Gpl_forward'):
+        with torch.autograd.profiler.record_function('G_path_length_fwd'):
             num = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
             fake_img, ws = self.run_G(gen_z[:num], gen_c[:num], sync=sync)
             lengths = self.path_length_terms(fake_img, ws)
@@ -257,19 +257,19 @@ class StyleGAN2Loss(Loss):
             g_reg = pl_penalty * self.pl_weight
             training_stats.report('Loss/G/reg', g_reg)
             self.watch_finite(phase, g_reg)
-        with torch.autograd.profiler.record_function('Gpl_backward'):
+        with torch.autograd.profiler.record_function('G_path_length_bwd'):
             # The zero-weighted image term keeps every synthesis parameter in the graph.
             (fake_img[:, 0, 0, 0] * 0 + g_reg).mean().mul(gain).backward()
 
     def _discriminator_fakes(self, phase, gen_z, gen_c, gain):
-        with torch.autograd.profiler.record_function('Dgen_forward'):
+        with torch.autograd.profiler.record_function('D_fakes_fwd'):
             fake_img, _ = self.run_G(gen_z, gen_c, sync=False)
             fake_logits = self.run_D(fake_img, gen_c, sync=False)
             training_stats.report('Loss/scores/fake', fake_logits)
             training_stats.report('Loss/signs/fake', fake_logits.sign())
             d_fake = F.softplus(fake_logits)  # -log(1 - sigmoid(logits))
             self.watch_finite(phase, d_fake)
-        with torch.autograd.profiler.record_function('Dgen_backward'):
+        with torch.autograd.profiler.record_function('D_fakes_bwd'):
             d_fake.mean().mul(gain).backward()
         return d_fake.detach()
 
@@ -280,8 +280,7 @@ class StyleGAN2Loss(Loss):
         return grad_x.square().sum(dim=[1, 2, 3])
 
     def _discriminator_reals(self, phase, real_img, real_c, sync, gain, fake_term, adversarial, r1):
-        label = 'Dreal_Dr1' if adversarial and r1 else ('Dreal' if adversarial else 'Dr1')
-        with torch.autograd.profiler.record_function(label + '_forward'):
+        with torch.autograd.profiler.record_function('D_reals_fwd'):
             reals = real_img.detach().requires_grad_(r1)
             real_logits = self.run_D(reals, real_c, sync=sync)
             training_stats.report('Loss/scores/real', real_logits)
@@ -299,7 +298,7 @@ class StyleGAN2Loss(Loss):
                 training_stats.report('Loss/D/reg', d_reg)
                 self.watch_finite(phase, d_reg)
                 total = total + d_reg.reshape([-1] + [1] * (total.ndim - 1))
-        with torch.autograd.profiler.record_function(label + '_backward'):
+        with torch.autograd.profiler.record_function('D_reals_bwd'):
             total.mean().mul(gain).backward()
 
     # --- Resume -------------------------------------------------------------------------------
