@@ -35,9 +35,19 @@ UpFirDn2dLaunch describe(const torch::Tensor& x, const torch::Tensor& f, const t
     p.upx = g.upx; p.upy = g.upy; p.downx = g.downx; p.downy = g.downy;
     p.padx0 = g.padx0; p.pady0 = g.pady0;
     p.flip = flip;
-    p.gain = (float)gain;
+    p.gain = gain;
     p.channels_last = channels_last;
+    // With a single channel the plane index is the image index, and torch does not care what
+    // stride a size-1 dim carries; make plane k sit at k * stride_c for the tile kernels.
+    if (x.size(1) == 1) {
+        p.x_stride_c = x.stride(0);
+        p.y_stride_c = y.stride(0);
+    }
     return p;
+}
+
+int dtype_code_of(const torch::Tensor& x) {
+    return x.scalar_type() == at::kHalf ? 0 : (x.scalar_type() == at::kFloat ? 1 : 2);
 }
 
 bool is_channels_last(const torch::Tensor& x) {
@@ -70,10 +80,11 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int 
     torch::Tensor y = check_and_allocate(x, f, g);
     if (y.numel() == 0) return y;
     const at::cuda::CUDAGuard device_guard(x.device());
+    // The tile kernels address planes through one stride, so views with gaps are compacted first.
+    if (!x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast)) x = x.contiguous();
     torch::Tensor taps = f.contiguous();
     UpFirDn2dLaunch p = describe(x, taps, y, g, flip, gain, is_channels_last(x));
-    int dtype_code = x.scalar_type() == at::kHalf ? 0 : (x.scalar_type() == at::kFloat ? 1 : 2);
-    upfirdn2d_launch(p, dtype_code, at::cuda::getCurrentCUDAStream());
+    upfirdn2d_launch(p, dtype_code_of(x), at::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return y;
 }
@@ -83,8 +94,9 @@ int kernel_path(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, i
                 int padx0, int padx1, int pady0, int pady1) {
     Geometry g{upx, upy, downx, downy, padx0, padx1, pady0, pady1};
     torch::Tensor y = check_and_allocate(x, f, g);
+    if (!x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast)) x = x.contiguous();
     torch::Tensor taps = f.contiguous();
-    return upfirdn2d_pick_path(describe(x, taps, y, g, false, 1.0, is_channels_last(x)));
+    return upfirdn2d_pick_path(describe(x, taps, y, g, false, 1.0, is_channels_last(x)), dtype_code_of(x));
 }
 
 }  // namespace

@@ -9,9 +9,7 @@
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWindowBytes = 32768;       // shared input window per block (the taps live beside it)
-constexpr int kOutputsPerBlock = 1024;    // four outputs per thread keeps the window load amortised
+constexpr int kThreads = 256;  // tiles hold 1024 outputs: four per thread amortises the window load
 
 // ---------------------------------------------------------------------------------------------
 // Element conversion: half is widened to float for the arithmetic; float and double stay as they are.
@@ -91,34 +89,34 @@ __global__ void __launch_bounds__(kThreads) general_kernel(UpFirDn2dLaunch p, in
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tile kernel. A block owns an output tile of `tile_w x tile_h` samples in `planes_per_block` planes.
-// It stages the input window the tile reads (not upsampled) in shared memory, then every output sums
-// only the taps whose upsampled position holds a real sample: with up = 2 that is a quarter of them.
-// KW x KH is the compile-time filter size; smaller filters arrive padded with leading zeros.
-
-struct TileShape {
-    int tile_w, tile_h;        // outputs per tile
-    int window_w, window_h;    // staged input samples per plane
-    int planes_per_block;
-    int tiles_x;               // blockIdx.x = group * tiles_x + tile column
-};
+// Tile kernel. A block owns an output tile of TW x TH samples in CPB consecutive planes. It stages the
+// input window the tile reads (not upsampled) in shared memory, then every output sums only the taps
+// whose upsampled position holds a real sample: with up = 2 that is a quarter of them. KW x KH is the
+// compile-time filter size; smaller filters arrive padded with leading zeros. All tile sizes are
+// compile-time powers of two so the index arithmetic reduces to shifts and masks.
+// CL selects the channels_last order ([row][col][plane] window, planes fastest across threads);
+// otherwise the window is [plane][row][col]. Either way the linear thread index is the window index,
+// so consecutive threads touch consecutive global addresses.
 
 // Input samples a tile of `outputs` samples reads along one axis.
 __host__ __device__ constexpr int window_extent(int outputs, int up, int down, int taps) {
     return ((outputs - 1) * down + taps - 1) / up + (up > 1 ? 2 : 1);
 }
 
-template <typename T, int UX, int UY, int DX, int DY, int KW, int KH>
-__global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, TileShape s) {
+template <typename T, int UX, int UY, int DX, int DY, int KW, int KH, int TW, int TH, int CPB, bool CL>
+__global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, int tiles_x) {
     using Acc = typename AccumOf<T>::type;
+    constexpr int WW = window_extent(TW, UX, DX, KW);
+    constexpr int WH = window_extent(TH, UY, DY, KH);
+    static_assert(sizeof(Acc) * (CPB * WW * WH + KW * KH) <= 48 * 1024, "tile window exceeds static shared memory");
     __shared__ Acc taps[KH * KW];
-    __shared__ Acc window[kWindowBytes / sizeof(Acc)];
+    __shared__ Acc window[CPB * WH * WW];
     const T* x = static_cast<const T*>(p.x);
     T* y = static_cast<T*>(p.y);
 
     const int lead_rows = KH - p.fh;
     const int lead_cols = KW - p.fw;
-    for (int t = threadIdx.x; t < KH * KW; t += blockDim.x) {
+    for (int t = threadIdx.x; t < KH * KW; t += kThreads) {
         int i = t / KW - lead_rows;
         int j = t % KW - lead_cols;
         taps[t] = (i >= 0 && j >= 0) ? (Acc)p.f[tap_offset(p, i, j)] * (Acc)p.gain : (Acc)0;
@@ -127,64 +125,59 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, TileS
     const int padx0 = p.padx0 + lead_cols;
     const int pady0 = p.pady0 + lead_rows;
 
-    const int tile_col = blockIdx.x % s.tiles_x;
-    const int first_plane = (blockIdx.x / s.tiles_x) * s.planes_per_block;
-    const int ox0 = tile_col * s.tile_w;
-    const int oy0 = blockIdx.y * s.tile_h;
+    const int tile_col = blockIdx.x % tiles_x;
+    const int first_plane = (blockIdx.x / tiles_x) * CPB;
+    const int ox0 = tile_col * TW;
+    const int oy0 = blockIdx.y * TH;
     const int ix0 = floor_div(ox0 * DX - padx0, UX);
     const int iy0 = floor_div(oy0 * DY - pady0, UY);
-    const int cpb = s.planes_per_block;
 
-    // Window layout follows the memory order: [row][col][plane] for channels_last, else
-    // [plane][row][col], so consecutive threads read consecutive global addresses and the
-    // linear thread index is also the shared-memory index.
-    const int window_size = cpb * s.window_h * s.window_w;
-    for (int t = threadIdx.x; t < window_size; t += blockDim.x) {
+    // Plane addressing: planar tensors are dense, so plane k sits at k * stride_c. channels_last
+    // blocks never straddle two images (the host requires C % CPB == 0), so n is per block.
+    const int n0 = first_plane / p.channels;
+    const int c0 = first_plane - n0 * p.channels;
+    const T* x_base = CL ? x + n0 * p.x_stride_n + c0 : x + (int64_t)first_plane * p.x_stride_c;
+    T* y_base = CL ? y + n0 * p.y_stride_n + c0 : y + (int64_t)first_plane * p.y_stride_c;
+    const int planes_here = min(CPB, p.planes - first_plane);
+
+#pragma unroll 4
+    for (int t = threadIdx.x; t < CPB * WH * WW; t += kThreads) {
         int k, col, row;
-        if (p.channels_last) {
-            k = t % cpb;
-            int rest = t / cpb;
-            col = rest % s.window_w;
-            row = rest / s.window_w;
+        if (CL) {
+            k = t % CPB;
+            col = (t / CPB) % WW;
+            row = t / (CPB * WW);
         } else {
-            col = t % s.window_w;
-            int rest = t / s.window_w;
-            row = rest % s.window_h;
-            k = rest / s.window_h;
+            col = t % WW;
+            row = (t / WW) % WH;
+            k = t / (WW * WH);
         }
-        int plane = first_plane + k;
         int ix = ix0 + col;
         int iy = iy0 + row;
         Acc v = 0;
-        if (plane < p.planes && (unsigned)ix < (unsigned)p.in_w && (unsigned)iy < (unsigned)p.in_h) {
-            int n = plane / p.channels;
-            int c = plane - n * p.channels;
-            v = widen(x[n * p.x_stride_n + c * p.x_stride_c + iy * p.x_stride_h + ix * p.x_stride_w]);
-        }
+        if (k < planes_here && (unsigned)ix < (unsigned)p.in_w && (unsigned)iy < (unsigned)p.in_h)
+            v = widen(x_base[k * p.x_stride_c + iy * p.x_stride_h + ix * p.x_stride_w]);
         window[t] = v;
     }
     __syncthreads();
 
-    const int col_step = p.channels_last ? cpb : 1;
-    const int row_step = p.channels_last ? s.window_w * cpb : s.window_w;
-    const int tile_size = cpb * s.tile_h * s.tile_w;
-    for (int t = threadIdx.x; t < tile_size; t += blockDim.x) {
+    constexpr int col_step = CL ? CPB : 1;
+    constexpr int row_step = CL ? WW * CPB : WW;
+#pragma unroll
+    for (int t = threadIdx.x; t < CPB * TH * TW; t += kThreads) {
         int k, tx, ty;
-        if (p.channels_last) {
-            k = t % cpb;
-            int rest = t / cpb;
-            tx = rest % s.tile_w;
-            ty = rest / s.tile_w;
+        if (CL) {
+            k = t % CPB;
+            tx = (t / CPB) % TW;
+            ty = t / (CPB * TW);
         } else {
-            tx = t % s.tile_w;
-            int rest = t / s.tile_w;
-            ty = rest % s.tile_h;
-            k = rest / s.tile_h;
+            tx = t % TW;
+            ty = (t / TW) % TH;
+            k = t / (TW * TH);
         }
-        int plane = first_plane + k;
         int ox = ox0 + tx;
         int oy = oy0 + ty;
-        if (plane >= p.planes || ox >= p.out_w || oy >= p.out_h) continue;
+        if (k >= planes_here || ox >= p.out_w || oy >= p.out_h) continue;
 
         int ux = ox * DX - padx0;
         int uy = oy * DY - pady0;
@@ -192,7 +185,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, TileS
         int phase_y = wrap_mod(-uy, UY);
         int col = (ux + phase_x) / UX - ix0;
         int row = (uy + phase_y) / UY - iy0;
-        int base = p.channels_last ? (row * s.window_w + col) * cpb + k : (k * s.window_h + row) * s.window_w + col;
+        const Acc* src = window + (CL ? (row * WW + col) * CPB + k : (k * WH + row) * WW + col);
 
         Acc sum = 0;
 #pragma unroll
@@ -203,51 +196,36 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, TileS
             for (int b = 0; b < (KW + UX - 1) / UX; ++b) {
                 int j = phase_x + b * UX;
                 if (KW % UX != 0 && j >= KW) break;
-                sum += taps[i * KW + j] * window[base + a * row_step + b * col_step];
+                sum += taps[i * KW + j] * src[a * row_step + b * col_step];
             }
         }
-        int n = plane / p.channels;
-        int c = plane - n * p.channels;
-        y[n * p.y_stride_n + c * p.y_stride_c + oy * p.y_stride_h + ox * p.y_stride_w] = narrow<T>(sum);
+        y_base[k * p.y_stride_c + oy * p.y_stride_h + ox * p.y_stride_w] = narrow<T>(sum);
     }
 }
 
-// Choose the tile for a launch: wide tiles for planar layouts, small tiles stacked over many
-// channels for channels_last, both shrunk until the window fits in shared memory.
-template <typename Acc, int UX, int UY, int DX, int DY, int KW, int KH>
-bool plan_tile(const UpFirDn2dLaunch& p, TileShape* s) {
-    const int capacity = kWindowBytes / (int)sizeof(Acc);
-    int tile_w = std::min(p.out_w, p.channels_last ? 8 : 64);
-    int tile_h = std::min(p.out_h, std::max(1, (p.channels_last ? 64 : kOutputsPerBlock) / tile_w));
-    auto window = [&](int w, int h) {
-        return window_extent(w, UX, DX, KW) * window_extent(h, UY, DY, KH);
-    };
-    while (window(tile_w, tile_h) > capacity && (tile_w > 1 || tile_h > 1)) {
-        if (tile_h >= tile_w && tile_h > 1) tile_h = (tile_h + 1) / 2; else tile_w = (tile_w + 1) / 2;
-    }
-    int per_plane = window(tile_w, tile_h);
-    if (per_plane > capacity) return false;
-    int planes_per_block = std::max(1, kOutputsPerBlock / (tile_w * tile_h));
-    planes_per_block = std::min({planes_per_block, capacity / per_plane, p.planes});
-    s->tile_w = tile_w;
-    s->tile_h = tile_h;
-    s->window_w = window_extent(tile_w, UX, DX, KW);
-    s->window_h = window_extent(tile_h, UY, DY, KH);
-    s->planes_per_block = planes_per_block;
-    s->tiles_x = (p.out_w + tile_w - 1) / tile_w;
-    int64_t groups = (p.planes + planes_per_block - 1) / planes_per_block;
-    int64_t tiles_y = (p.out_h + tile_h - 1) / tile_h;
-    return tiles_y <= 65535 && groups * s->tiles_x <= 0x7fffffff;
+// Tile shapes (outputs): wide single-plane tiles for big planar images, 8x8 tiles stacked over 16
+// planes for small images and for channels_last (where 16 channels are 16 adjacent addresses).
+enum TileKind { kWide, kStacked, kStackedCL };
+
+template <typename T, int UX, int UY, int DX, int DY, int KW, int KH, int TW, int TH, int CPB, bool CL>
+bool launch_tile_shape(const UpFirDn2dLaunch& p, cudaStream_t stream) {
+    int64_t tiles_x = (p.out_w + TW - 1) / TW;
+    int64_t tiles_y = (p.out_h + TH - 1) / TH;
+    int64_t groups = (p.planes + CPB - 1) / CPB;
+    if (tiles_y > 65535 || groups * tiles_x > 0x7fffffff) return false;
+    dim3 grid((unsigned)(groups * tiles_x), (unsigned)tiles_y);
+    tile_kernel<T, UX, UY, DX, DY, KW, KH, TW, TH, CPB, CL><<<grid, kThreads, 0, stream>>>(p, (int)tiles_x);
+    return true;
 }
 
 template <typename T, int UX, int UY, int DX, int DY, int KW, int KH>
-bool launch_tile(const UpFirDn2dLaunch& p, cudaStream_t stream) {
-    TileShape s;
-    if (!plan_tile<typename AccumOf<T>::type, UX, UY, DX, DY, KW, KH>(p, &s)) return false;
-    int groups = (p.planes + s.planes_per_block - 1) / s.planes_per_block;
-    dim3 grid(groups * s.tiles_x, (p.out_h + s.tile_h - 1) / s.tile_h);
-    tile_kernel<T, UX, UY, DX, DY, KW, KH><<<grid, kThreads, 0, stream>>>(p, s);
-    return true;
+bool launch_tile(const UpFirDn2dLaunch& p, TileKind kind, cudaStream_t stream) {
+    if (kind == kWide) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 64, 16, 1, false>(p, stream);
+    if constexpr (KW > 1 && KH > 1) {
+        if (kind == kStacked) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 8, 8, 16, false>(p, stream);
+        return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 8, 8, 16, true>(p, stream);
+    }
+    return false;
 }
 
 template <typename T>
@@ -266,45 +244,56 @@ int axis_mode(int up, int down) {
 }
 
 template <typename T, int KW, int KH>
-bool launch_tile_mode(const UpFirDn2dLaunch& p, int mode_x, int mode_y, cudaStream_t stream) {
+bool launch_tile_mode(const UpFirDn2dLaunch& p, int mode_x, int mode_y, TileKind kind, cudaStream_t stream) {
     // Only square modes exist for 2-D filters and single-axis modes for the 1-D passes.
-    if (KW > 1 && KH > 1) {
+    if constexpr (KW > 1 && KH > 1) {
         if (mode_x != mode_y) return false;
-        if (mode_x == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, stream);
-        if (mode_x == 1) return launch_tile<T, 2, 2, 1, 1, KW, KH>(p, stream);
-        return launch_tile<T, 1, 1, 2, 2, KW, KH>(p, stream);
-    }
-    if (KH == 1) {
+        if (mode_x == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, kind, stream);
+        if (mode_x == 1) return launch_tile<T, 2, 2, 1, 1, KW, KH>(p, kind, stream);
+        return launch_tile<T, 1, 1, 2, 2, KW, KH>(p, kind, stream);
+    } else if constexpr (KH == 1) {
         if (mode_y != 0) return false;
-        if (mode_x == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, stream);
-        if (mode_x == 1) return launch_tile<T, 2, 1, 1, 1, KW, KH>(p, stream);
-        return launch_tile<T, 1, 1, 2, 1, KW, KH>(p, stream);
+        if (mode_x == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, kind, stream);
+        if (mode_x == 1) return launch_tile<T, 2, 1, 1, 1, KW, KH>(p, kind, stream);
+        return launch_tile<T, 1, 1, 2, 1, KW, KH>(p, kind, stream);
+    } else {
+        if (mode_x != 0) return false;
+        if (mode_y == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, kind, stream);
+        if (mode_y == 1) return launch_tile<T, 1, 2, 1, 1, KW, KH>(p, kind, stream);
+        return launch_tile<T, 1, 1, 1, 2, KW, KH>(p, kind, stream);
     }
-    if (mode_x != 0) return false;
-    if (mode_y == 0) return launch_tile<T, 1, 1, 1, 1, KW, KH>(p, stream);
-    if (mode_y == 1) return launch_tile<T, 1, 2, 1, 1, KW, KH>(p, stream);
-    return launch_tile<T, 1, 1, 1, 2, KW, KH>(p, stream);
 }
 
-int pick_path(const UpFirDn2dLaunch& p) {
+TileKind tile_kind(const UpFirDn2dLaunch& p) {
+    if (p.channels_last) return kStackedCL;
+    return p.out_w <= 32 ? kStacked : kWide;
+}
+
+int pick_path(const UpFirDn2dLaunch& p, int dtype_code) {
     int mode_x = axis_mode(p.upx, p.downx);
     int mode_y = axis_mode(p.upy, p.downy);
-    if (mode_x < 0 || mode_y < 0 || (p.fw == 1 && p.fh == 1)) return kPathGeneral;
-    if (p.fw > 1 && p.fh > 1 && p.fw <= 4 && p.fh <= 4 && mode_x == mode_y) return kPathTile2d;
+    // Double precision is for tests and checks: it always takes the general kernel.
+    if (dtype_code == 2 || mode_x < 0 || mode_y < 0 || (p.fw == 1 && p.fh == 1)) return kPathGeneral;
+    if (p.fw > 1 && p.fh > 1 && p.fw <= 4 && p.fh <= 4 && mode_x == mode_y) {
+        // channels_last tiles keep 16 channels of one image together.
+        if (p.channels_last && p.channels % 16 != 0) return kPathGeneral;
+        return kPathTile2d;
+    }
+    if (p.channels_last) return kPathGeneral;
     if (p.fh == 1 && p.fw <= 12 && mode_y == 0) return kPathTileRow;
     if (p.fw == 1 && p.fh <= 12 && mode_x == 0) return kPathTileCol;
     return kPathGeneral;
 }
 
 template <typename T>
-int run(const UpFirDn2dLaunch& p, cudaStream_t stream) {
+int run(const UpFirDn2dLaunch& p, int path, cudaStream_t stream) {
     int mode_x = axis_mode(p.upx, p.downx);
     int mode_y = axis_mode(p.upy, p.downy);
-    int path = pick_path(p);
+    TileKind kind = tile_kind(p);
     bool launched = false;
-    if (path == kPathTile2d) launched = launch_tile_mode<T, 4, 4>(p, mode_x, mode_y, stream);
-    if (path == kPathTileRow) launched = launch_tile_mode<T, 12, 1>(p, mode_x, mode_y, stream);
-    if (path == kPathTileCol) launched = launch_tile_mode<T, 1, 12>(p, mode_x, mode_y, stream);
+    if (path == kPathTile2d) launched = launch_tile_mode<T, 4, 4>(p, mode_x, mode_y, kind, stream);
+    if (path == kPathTileRow) launched = launch_tile_mode<T, 12, 1>(p, mode_x, mode_y, kWide, stream);
+    if (path == kPathTileCol) launched = launch_tile_mode<T, 1, 12>(p, mode_x, mode_y, kWide, stream);
     if (!launched) {
         launch_general<T>(p, stream);
         path = kPathGeneral;
@@ -314,13 +303,14 @@ int run(const UpFirDn2dLaunch& p, cudaStream_t stream) {
 
 }  // namespace
 
-int upfirdn2d_pick_path(const UpFirDn2dLaunch& launch) {
-    return pick_path(launch);
+int upfirdn2d_pick_path(const UpFirDn2dLaunch& launch, int dtype_code) {
+    return pick_path(launch, dtype_code);
 }
 
 void upfirdn2d_launch(const UpFirDn2dLaunch& launch, int dtype_code, void* stream) {
     cudaStream_t s = static_cast<cudaStream_t>(stream);
-    if (dtype_code == 0) run<__half>(launch, s);
-    else if (dtype_code == 1) run<float>(launch, s);
-    else run<double>(launch, s);
+    int path = pick_path(launch, dtype_code);
+    if (dtype_code == 0) run<__half>(launch, path, s);
+    else if (dtype_code == 1) run<float>(launch, path, s);
+    else launch_general<double>(launch, s);
 }

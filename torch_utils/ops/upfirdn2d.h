@@ -27,7 +27,7 @@ struct UpFirDn2dLaunch {
     int upx, upy, downx, downy;
     int padx0, pady0;
     bool flip;
-    float gain;
+    double gain;
     bool channels_last;  // memory order of x and y; decides which index runs fastest across threads
 };
 
@@ -35,13 +35,16 @@ struct UpFirDn2dLaunch {
 // run on them by padding the filter with leading zeros.
 enum UpFirDn2dPath : int {
     kPathGeneral = 0,  // any up/down/filter size, one thread per output sample
-    kPathTile2d = 1,   // 2-D filter up to 4x4, with up 2x2, down 2x2 or plain filtering
-    kPathTileRow = 2,  // 1 x n filter up to 12 taps (horizontal pass), up 2, down 2 or plain
-    kPathTileCol = 3,  // n x 1 filter up to 12 taps (vertical pass), up 2, down 2 or plain
+    kPathTile2d = 1,   // 2-D filter up to 4x4, with up 2x2, down 2x2 or plain filtering (any layout)
+    kPathTileRow = 2,  // 1 x n filter up to 12 taps (horizontal pass), up 2, down 2 or plain (planar)
+    kPathTileCol = 3,  // n x 1 filter up to 12 taps (vertical pass), up 2, down 2 or plain (planar)
 };
+// float64 always runs the general kernel; channels_last needs C % 16 == 0 for the tile path.
+// Tile paths need dense tensors with stride_n == C * stride_c (planar) or stride_c == 1
+// (channels_last); the binding guarantees that.
 
-// The path upfirdn2d_launch will take for this geometry.
-int upfirdn2d_pick_path(const UpFirDn2dLaunch& launch);
+// The path upfirdn2d_launch will take for this launch and dtype_code.
+int upfirdn2d_pick_path(const UpFirDn2dLaunch& launch, int dtype_code);
 
 // dtype_code: 0 = float16, 1 = float32, 2 = float64. Enqueues on `stream` (a cudaStream_t).
 void upfirdn2d_launch(const UpFirDn2dLaunch& launch, int dtype_code, void* stream);

@@ -340,6 +340,9 @@ KERNEL_CASES = [
     ('big2d-general', [2, 3, 10, 10], (7, 6, False), 2, 1, 3, {0}),
     ('large-planes', [4, 64, 8, 8], (4, 4, False), 2, 1, [2, 1, 2, 1], {1}),
     ('large-image', [1, 2, 130, 70], (4, 4, False), 1, 2, [1, 1, 1, 1], {1}),
+    ('wide-up2', [2, 3, 40, 37], (4, 4, False), 2, 1, [2, 1, 2, 1], {1}),
+    ('one-channel', [3, 1, 9, 66], (4, 4, False), 1, 2, [1, 1, 1, 1], {1}),
+    ('ch32-filter', [2, 32, 9, 12], (3, 3, False), 1, 1, [1, 1, 1, 1], {1}),
 ]
 
 
@@ -384,6 +387,31 @@ def test_cuda_kernel_path_selection(label, shape, taps, up, down, padding, paths
         used = {plugin.kernel_path(x, f[None, :], upx, 1, downx, 1, px0, px1, 0, 0),
                 plugin.kernel_path(x, f[:, None], 1, upy, 1, downy, 0, 0, py0, py1)}
     assert used == paths
+
+
+@needs_cuda
+def test_cuda_kernel_path_layout_and_dtype_rules():
+    plugin = U._load_plugin()
+    f = torch.ones(4, 4, device='cuda')
+    planar = torch.zeros(2, 32, 8, 8, device='cuda')
+    cl32 = planar.contiguous(memory_format=torch.channels_last)
+    cl5 = torch.zeros(2, 5, 8, 8, device='cuda').contiguous(memory_format=torch.channels_last)
+    args = (2, 2, 1, 1, 2, 1, 2, 1)
+    assert plugin.kernel_path(planar, f, *args) == 1
+    assert plugin.kernel_path(cl32, f, *args) == 1
+    assert plugin.kernel_path(cl5, f, *args) == 0          # tiles keep 16 channels together
+    assert plugin.kernel_path(planar.double(), f, *args) == 0  # float64 always takes the general kernel
+    assert plugin.kernel_path(planar, torch.ones(5, 5, device='cuda'), *args) == 0
+
+
+@needs_cuda
+def test_cuda_strided_view_input():
+    f = U.setup_filter([1, 3, 3, 1], device='cuda')
+    base = torch.randn(2, 6, 20, 22, device='cuda')
+    view = base[:, ::2, 1:-2, ::2]
+    got = U.downsample2d(view, f, impl='cuda')
+    want = U.downsample2d(view, f, impl='ref')
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @needs_cuda
