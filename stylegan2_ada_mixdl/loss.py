@@ -55,10 +55,15 @@ class MixDLLoss(StyleGAN2Loss):
 
         self.synthesis_layers = synthesis_conv_names(G_synthesis)
         self.penultimate_name = discriminator_penultimate_name(D)
-        self.extras = MixDLModules.for_discriminator(D, proj_dim=proj_dim).to(self.device)
         # The loop seeds torch per process (seed * num_gpus + rank), so this differs across GPUs.
         seed = torch.initial_seed() + _STREAM_OFFSET if mixdl_seed is None else int(mixdl_seed)
         self.generator = torch.Generator(device='cpu').manual_seed(seed % (2 ** 63))
+        # Initialise the extras from the private stream too: the global stream must advance exactly
+        # as in a StyleGAN2Loss run (the loop broadcasts rank 0's weights to other ranks anyway).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2 ** 62, [], generator=self.generator)))
+            self.extras = MixDLModules.for_discriminator(D, proj_dim=proj_dim)
+        self.extras.to(self.device)
 
     # --- Schedule -----------------------------------------------------------------------------
 

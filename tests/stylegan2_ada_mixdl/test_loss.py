@@ -190,3 +190,12 @@ def test_interpolation_strip_is_written(tmp_path):
     import PIL.Image
     with PIL.Image.open(paths[0]) as image:
         assert image.size == (8 * RES, 4 * RES) and image.mode == 'RGB'
+
+
+def test_construction_leaves_the_global_random_stream_alone():
+    G, D = _networks()
+    torch.manual_seed(42)
+    expected = torch.rand(3)
+    torch.manual_seed(42)
+    _make_loss(G, D, mixdl_seed=None)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
