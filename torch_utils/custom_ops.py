@@ -428,6 +428,13 @@ def get_plugin(module_name, sources, headers=None, source_dir=None, **build_kwar
     return module
 
 
+def _same_bytes(path_a, path_b):
+    if not (os.path.isfile(path_a) and os.path.isfile(path_b)):
+        return False
+    with open(path_a, 'rb') as file_a, open(path_b, 'rb') as file_b:
+        return file_a.read() == file_b.read()
+
+
 def _build_in(module_name, build_dir, source_paths, header_paths, arch_list, build_kwargs):
     from torch.utils import cpp_extension
 
@@ -436,7 +443,7 @@ def _build_in(module_name, build_dir, source_paths, header_paths, arch_list, bui
         copied_sources = []
         for path in source_paths + header_paths:
             target = os.path.join(build_dir, os.path.basename(path))
-            if not os.path.isfile(target) or open(target, 'rb').read() != open(path, 'rb').read():
+            if not _same_bytes(path, target):
                 shutil.copyfile(path, target)
             if path in source_paths:
                 copied_sources.append(target)

@@ -7,7 +7,9 @@
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPerThread = 4;
+
+// Elements per thread: a few independent loads in flight per thread to cover memory latency.
+template <typename T> struct PerThread { static constexpr int value = 4; };
 
 // SELU constants (Klambauer et al. 2017).
 constexpr double kSeluLambda = 1.0507009873554804934193349852946;
@@ -33,6 +35,24 @@ __device__ __forceinline__ void store_from(__half* p, int i, float v) { p[i] = _
 // The value a math-type number takes once stored as T (what the forward wrote for a clamped element).
 template <typename T, typename M> __device__ __forceinline__ M as_stored(M v) { return (M)(T)v; }
 template <> __device__ __forceinline__ float as_stored<__half, float>(float v) { return __half2float(__float2half_rn(v)); }
+
+// Division by a divisor fixed for the whole launch, as a multiply-high and a shift (Granlund & Montgomery):
+// the bias index needs two divisions per element, and hardware integer division would dominate the
+// runtime of this memory-bound kernel. Valid for numerators below 2^31.
+struct InvariantDivisor {
+    unsigned magic;
+    unsigned shift;
+
+    __host__ __device__ InvariantDivisor() : magic(0), shift(0) {}
+    __host__ explicit InvariantDivisor(unsigned divisor)
+    {
+        shift = 0;
+        while ((1ull << shift) < divisor)
+            shift++;
+        magic = (unsigned)(((1ull << 32) * ((1ull << shift) - divisor)) / divisor + 1);
+    }
+    __device__ __forceinline__ unsigned divide(unsigned n) const { return (__umulhi(n, magic) + n) >> shift; }
+};
 
 template <typename M> __device__ __forceinline__ M logistic(M s)
 {
@@ -102,80 +122,112 @@ template <typename M> __device__ __forceinline__ M swish_curvature(M s)
     return sig * ((M)1 - sig) * ((M)2 + s * ((M)1 - (M)2 * sig));
 }
 
-template <typename T, int ACT>
-__global__ void bias_act_kernel(BiasActLaunch p)
+// Everything a kernel thread needs besides the element index, converted to the math type once.
+template <typename T>
+struct ElementContext {
+    typedef typename MathOf<T>::type M;
+    const T* __restrict__ x;
+    const T* __restrict__ b;
+    const T* __restrict__ xref;
+    const T* __restrict__ yref;
+    const T* __restrict__ dy;
+    int bias_len, grad;
+    InvariantDivisor by_stride, by_len;
+    M alpha, gain, clamp, clamp_stored, inv_gain;
+    bool clamping;
+};
+
+// Pre-activation input s = base[i] + b[channel of i].
+template <typename T>
+__device__ __forceinline__ typename MathOf<T>::type biased(const ElementContext<T>& c, const T* __restrict__ base, int i)
 {
     typedef typename MathOf<T>::type M;
-    const T* x = static_cast<const T*>(p.x);
-    const T* b = static_cast<const T*>(p.b);
-    const T* xref = static_cast<const T*>(p.xref);
-    const T* yref = static_cast<const T*>(p.yref);
-    const T* dy = static_cast<const T*>(p.dy);
-    T* out = static_cast<T*>(p.out);
+    M s = load_as<M>(base, i);
+    if (c.b != nullptr)
+    {
+        // Index along `dim` = (i / stride) mod len, without hardware division.
+        const unsigned row = c.by_stride.divide((unsigned)i);
+        s += load_as<M>(c.b, (int)(row - c.by_len.divide(row) * (unsigned)c.bias_len));
+    }
+    return s;
+}
 
-    const M alpha = (M)p.alpha;
-    const M gain = (M)p.gain;
-    const M clamp = (M)p.clamp;
-    const bool clamping = p.clamp >= 0.0;
+// The result for element i in the mode c.grad (see bias_act.h).
+template <typename T, int ACT>
+__device__ __forceinline__ typename MathOf<T>::type element_result(const ElementContext<T>& c, int i)
+{
+    typedef typename MathOf<T>::type M;
+    const M operand = load_as<M>(c.x, i);
+
+    if (c.grad == 0) {
+        const M v = activate<ACT>(biased(c, c.x, i), c.alpha) * c.gain;
+        if (!c.clamping)
+            return v;
+        return v > c.clamp ? c.clamp : (v < -c.clamp ? -c.clamp : v);
+    }
+
+    // Clamp mask. A stored output is compared with the clamp as it was stored, so clamped elements are
+    // recognised even when the clamp value is not representable in T.
+    if (c.clamping) {
+        const bool inside = c.yref != nullptr
+            ? fabs(load_as<M>(c.yref, i)) < c.clamp_stored
+            : fabs(activate<ACT>(biased(c, c.xref, i), c.alpha) * c.gain) < c.clamp;
+        if (!inside)
+            return (M)0;
+    }
+
+    if (ACT == kActSwish) {
+        const M s = biased(c, c.xref, i);
+        if (c.grad == 1)
+            return operand * c.gain * swish_slope(s);
+        return operand * load_as<M>(c.dy, i) * c.gain * swish_curvature(s);
+    }
+    if (ACT == kActLinear)
+        return c.grad == 1 ? operand * c.gain : (M)0;
+    const M t = load_as<M>(c.yref, i) * c.inv_gain;
+    if (c.grad == 1)
+        return operand * c.gain * slope_from_output<ACT>(t, c.alpha);
+    return operand * load_as<M>(c.dy, i) * curvature_from_output<ACT>(t);
+}
+
+template <typename T, int ACT>
+__global__ void bias_act_kernel(BiasActLaunch p, InvariantDivisor by_stride, InvariantDivisor by_len)
+{
+    typedef typename MathOf<T>::type M;
+    ElementContext<T> c;
+    c.x = static_cast<const T*>(p.x);
+    c.b = static_cast<const T*>(p.b);
+    c.xref = static_cast<const T*>(p.xref);
+    c.yref = static_cast<const T*>(p.yref);
+    c.dy = static_cast<const T*>(p.dy);
+    c.bias_len = p.bias_len;
+    c.by_stride = by_stride;
+    c.by_len = by_len;
+    c.grad = p.grad;
+    c.alpha = (M)p.alpha;
+    c.gain = (M)p.gain;
+    c.clamp = (M)p.clamp;
+    c.clamp_stored = as_stored<T>(c.clamp);
+    c.clamping = p.clamp >= 0.0;
     // t = y / gain; a zero gain makes every derivative zero anyway, so avoid 0/0.
-    const M inv_gain = p.gain != 0.0 ? (M)1 / gain : (M)0;
+    c.inv_gain = p.gain != 0.0 ? (M)1 / c.gain : (M)0;
+    T* __restrict__ out = static_cast<T*>(p.out);
 
-    const int first = blockIdx.x * (kThreads * kPerThread) + threadIdx.x;
+    // All loads of a thread are issued before its first store, so they overlap in flight.
+    constexpr int kItems = PerThread<T>::value;
+    const long long first = (long long)blockIdx.x * (kThreads * kItems) + threadIdx.x;
+    M results[kItems];
 #pragma unroll
-    for (int k = 0; k < kPerThread; k++) {
-        const int i = first + k * kThreads;
-        if (i >= p.numel)
-            return;
-        const M operand = load_as<M>(x, i);
-
-        // Pre-activation input, only when this mode and activation read it.
-        auto pre_activation = [&](const T* base) -> M {
-            M s = load_as<M>(base, i);
-            if (b != nullptr)
-                s += load_as<M>(b, (i / p.bias_stride) % p.bias_len);
-            return s;
-        };
-
-        if (p.grad == 0) {
-            M v = activate<ACT>(pre_activation(x), alpha) * gain;
-            if (clamping)
-                v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
-            store_from(out, i, v);
-            continue;
-        }
-
-        // Clamp mask: from the stored output when we have it, else recompute the unclamped output.
-        if (clamping) {
-            // A stored output is compared with the clamp as it was stored, so that clamped elements
-            // are recognised even when the clamp value is not representable in T.
-            bool inside;
-            if (yref != nullptr)
-                inside = fabs(load_as<M>(yref, i)) < as_stored<T>(clamp);
-            else
-                inside = fabs(activate<ACT>(pre_activation(xref), alpha) * gain) < clamp;
-            if (!inside) {
-                store_from(out, i, (M)0);
-                continue;
-            }
-        }
-
-        M result;
-        if (ACT == kActSwish) {
-            const M s = pre_activation(xref);
-            if (p.grad == 1)
-                result = operand * gain * swish_slope(s);
-            else
-                result = operand * load_as<M>(dy, i) * gain * swish_curvature(s);
-        } else if (ACT == kActLinear) {
-            result = p.grad == 1 ? operand * gain : (M)0;
-        } else {
-            const M t = load_as<M>(yref, i) * inv_gain;
-            if (p.grad == 1)
-                result = operand * gain * slope_from_output<ACT>(t, alpha);
-            else
-                result = operand * load_as<M>(dy, i) * curvature_from_output<ACT>(t);
-        }
-        store_from(out, i, result);
+    for (int k = 0; k < kItems; k++) {
+        const long long i = first + k * kThreads;
+        if (i < p.numel)
+            results[k] = element_result<T, ACT>(c, (int)i);
+    }
+#pragma unroll
+    for (int k = 0; k < kItems; k++) {
+        const long long i = first + k * kThreads;
+        if (i < p.numel)
+            store_from(out, (int)i, results[k]);
     }
 }
 
@@ -184,18 +236,20 @@ cudaError_t launch_typed(const BiasActLaunch& p, cudaStream_t stream)
 {
     if (p.numel <= 0)
         return cudaSuccess;
-    const long long per_block = (long long)kThreads * kPerThread;
+    const long long per_block = (long long)kThreads * PerThread<T>::value;
     const unsigned blocks = (unsigned)((p.numel + per_block - 1) / per_block);
+    const InvariantDivisor by_stride((unsigned)(p.bias_stride > 0 ? p.bias_stride : 1));
+    const InvariantDivisor by_len((unsigned)(p.bias_len > 0 ? p.bias_len : 1));
     switch (p.act) {
-    case kActLinear:   bias_act_kernel<T, kActLinear><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActRelu:     bias_act_kernel<T, kActRelu><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActLrelu:    bias_act_kernel<T, kActLrelu><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActTanh:     bias_act_kernel<T, kActTanh><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActSigmoid:  bias_act_kernel<T, kActSigmoid><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActElu:      bias_act_kernel<T, kActElu><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActSelu:     bias_act_kernel<T, kActSelu><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActSoftplus: bias_act_kernel<T, kActSoftplus><<<blocks, kThreads, 0, stream>>>(p); break;
-    case kActSwish:    bias_act_kernel<T, kActSwish><<<blocks, kThreads, 0, stream>>>(p); break;
+    case kActLinear:   bias_act_kernel<T, kActLinear><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActRelu:     bias_act_kernel<T, kActRelu><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActLrelu:    bias_act_kernel<T, kActLrelu><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActTanh:     bias_act_kernel<T, kActTanh><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActSigmoid:  bias_act_kernel<T, kActSigmoid><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActElu:      bias_act_kernel<T, kActElu><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActSelu:     bias_act_kernel<T, kActSelu><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActSoftplus: bias_act_kernel<T, kActSoftplus><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
+    case kActSwish:    bias_act_kernel<T, kActSwish><<<blocks, kThreads, 0, stream>>>(p, by_stride, by_len); break;
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();

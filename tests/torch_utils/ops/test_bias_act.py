@@ -282,6 +282,9 @@ def test_cuda_first_and_second_gradients_match_reference(act, dtype, clamp):
         want = _first_and_second(x, b, dim, act, clamp, 'ref', dy, dds)
         names = ['dx', 'db', 'd2x', 'd2b', 'd2dy']
         for name, g, w in zip(names, got, want):
+            if name == 'd2dy':
+                # The bias-gradient term reaches every element of dy, boundary ones included.
+                g, w = g * safe, w * safe
             scale = max(1.0, w.double().abs().max().item())
             torch.testing.assert_close(g.double(), w.double(), rtol=tol, atol=tol * scale,
                                        msg=lambda m: f'{name} {shape} dim={dim}: {m}')
