@@ -321,3 +321,21 @@ def test_cuda_clamp_zeroes_gradient_in_half():
     y = ba.bias_act(x, act='linear', clamp=0.3, impl='cuda')
     (grad,) = torch.autograd.grad(y.float().sum(), x)
     torch.testing.assert_close(grad.float(), torch.tensor([[0.0, 1.0, 1.0, 0.0]], device='cuda'))
+
+
+@needs_gpu
+@pytest.mark.parametrize('act', ['lrelu', 'swish', 'tanh'])
+def test_cuda_half_with_odd_offset_and_odd_length(act):
+    # A view starting one element in is 2-byte aligned only: the kernel must not use paired loads there.
+    base = torch.randn(2 * 7 * 5 + 1, device='cuda', dtype=torch.float16)
+    for x in (base[1:].view(2, 7, 5), base[:-1].view(2, 7, 5), base[1:-2].view(68)):
+        b = torch.randn(x.shape[1] if x.ndim > 1 else x.shape[0], device='cuda', dtype=torch.float16)
+        dim = 1 if x.ndim > 1 else 0
+        x = x.detach().requires_grad_()
+        got = ba.bias_act(x, b, dim=dim, act=act, clamp=1.5, impl='cuda')
+        want = ba.bias_act(x, b, dim=dim, act=act, clamp=1.5, impl='ref')
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+        (g_got,) = torch.autograd.grad(got.float().sum(), x)
+        (g_want,) = torch.autograd.grad(want.float().sum(), x)
+        safe = _safe_mask(x.detach(), b, dim, act, 1.5)
+        torch.testing.assert_close((g_got * safe).float(), (g_want * safe).float(), rtol=2e-2, atol=2e-2)
