@@ -248,9 +248,14 @@ class ImageFolderDataset(Dataset):
 
     def _open_archive(self):
         assert self._kind == 'zip'
+        # A forked DataLoader worker inherits the parent's open file and its offset; reading through
+        # the shared offset from two processes garbles members, so each process opens its own.
+        if self._archive is not None and getattr(self, '_archive_pid', None) != os.getpid():
+            self._archive = None
         if self._archive is None:
             try:
                 self._archive = zipfile.ZipFile(self._path)
+                self._archive_pid = os.getpid()
             except (zipfile.BadZipFile, OSError) as err:
                 raise DatasetError(f'{self._path!r} is not a readable zip ({err}); re-create it with {_TOOL_HINT}') from err
         return self._archive
