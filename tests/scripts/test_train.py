@@ -1,0 +1,174 @@
+"""train.py: option validation (one-line errors), presets and run naming, a CLI run + resume=latest, and two gloo processes."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ['--cbase=256', '--cmax=32', '--device=cpu', '--workers=0', '--metrics=none']
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions gain nothing from threads, and other test processes compete for the cores.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('tiny16')
+    rng = np.random.RandomState(1)
+    for i in range(6):
+        PIL.Image.fromarray((rng.rand(16, 16, 3) * 255).astype(np.uint8)).save(folder / f'img{i}.png')
+    return str(folder)
+
+
+def invoke(*args):
+    return CliRunner().invoke(train.main, list(args), catch_exceptions=False)
+
+
+def config_for(*args, outdir='unused'):
+    """(desc, config) exactly as train.py builds them, without running anything."""
+    ctx = train.main.make_context('train.py', [f'--outdir={outdir}', *args])
+    given = lambda name: train._given(ctx, name)  # noqa: E731
+    desc, config, _ = train.build_training_config(dict(ctx.params), given=given)
+    return desc, config
+
+
+def last_line(result):
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    return lines[-1]
+
+#----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('args, message', [
+    (['--gpus=3'], '--gpus=3 is not a power of two'),
+    (['--gpus=2', '--batch=5'], '--batch=5 is not divisible by --gpus=2'),
+    (['--aug=fixed'], '--aug=fixed needs --p'),
+    (['--p=0.3'], '--p only applies to --aug=fixed'),
+    (['--aug=noaug', '--augpipe=bg'], '--augpipe has no effect with --aug=noaug'),
+    (['--cond=1'], '--cond=True requires labels specified in dataset.json'),
+    (['--subset=99'], '--subset=99 is out of range'),
+    (['--gamma=-1'], 'R1 gamma must be 0 or more'),
+    (['--batch-gpu=3', '--batch=8'], '--batch-gpu=3 must divide the per-process batch 8'),
+    (['--metrics=fid_bogus'], '--metrics: unknown fid_bogus'),
+    (['--resume=latest'], '--resume=latest found no training-state'),
+    (['--ops=cuda'], '--ops=cuda needs a CUDA device'),
+])
+def test_bad_options_fail_with_one_line(tmp_path, data16, args, message):
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--device=cpu', *args)
+    assert result.exit_code == 2
+    assert 'Traceback' not in result.output
+    assert last_line(result).startswith('Error: ') and message in last_line(result)
+    assert not os.listdir(tmp_path)
+
+
+def test_unknown_cfg_and_bad_dataset_are_one_line(tmp_path, data16):
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--cfg=bogus')
+    assert result.exit_code == 2 and "'bogus' is not one of" in last_line(result)
+
+    (tmp_path / 'odd').mkdir()
+    PIL.Image.new('RGB', (16, 12)).save(tmp_path / 'odd' / 'a.png')
+    result = invoke(f'--outdir={tmp_path}', f'--data={tmp_path / "odd"}', '--device=cpu')
+    assert result.exit_code == 2 and 'Traceback' not in result.output
+    assert last_line(result).startswith('Error: --data: ') and 'a.png' in last_line(result)
+
+    result = invoke(f'--outdir={tmp_path}', f'--data={tmp_path / "missing.zip"}', '--device=cpu')
+    assert result.exit_code == 2 and last_line(result).startswith('Error: --data: ')
+
+
+def test_presets_and_run_naming(tmp_path, data16):
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--metrics=none')
+    assert desc == f'{os.path.basename(data16)}-auto1'
+    assert config.batch_size == 32 and config.batch_gpu == 32 and config.ema_kimg == 10 and config.ema_rampup == 0.05
+    assert config.loss_kwargs.r1_gamma == pytest.approx(0.0002 * 16 ** 2 / 32)
+    assert config.G_kwargs.synthesis_kwargs.channel_base == 16384 and config.G_kwargs.mapping_kwargs.num_layers == 2
+    assert config.G_kwargs.synthesis_kwargs.num_fp16_res == 0  # CPU runs in fp32
+    assert config.ada_target == 0.6 and config.augment_kwargs.class_name == 'training.augment.AugmentPipe'
+
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--cfg=fewshot')
+    assert desc.endswith('-fewshot')
+    assert config.metrics == [] and config.training_set_kwargs.xflip is True
+    assert (config.batch_size, config.batch_gpu, config.ema_kimg, config.total_kimg) == (4, 4, 1.25, 600)
+    assert config.G_opt_kwargs.lr == 0.002 and config.loss_kwargs.r1_gamma == 10
+    assert config.G_kwargs.synthesis_kwargs.channel_base == 32768 and config.G_kwargs.mapping_kwargs.num_layers == 8
+
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--cfg=paper256', '--gpus=2', '--mirror=1',
+                              '--gamma=2', '--kimg=10', '--aug=fixed', '--p=0.25', '--augpipe=bg', '--freezed=3',
+                              '--metrics=none')
+    assert desc == f'{os.path.basename(data16)}-mirror-paper256-gamma2-kimg10-fixed-p0.25-bg-freezed3'
+    assert config.batch_gpu == 8 and config.D_kwargs.epilogue_kwargs.mbstd_group_size == 8
+    assert config.augment_p == 0.25 and 'ada_target' not in config
+    assert config.D_kwargs.block_kwargs.freeze_layers == 3
+
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--cfg=cifar', '--aug=diffaug', '--metrics=none')
+    assert config.loss_kwargs.pl_weight == 0 and config.D_kwargs.architecture == 'orig'
+    assert config.augment_kwargs.class_name == 'training.augment.DiffAugment' and config.augment_p == 1.0
+
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--resume=ffhq256', '--metrics=none')
+    assert desc.endswith('-resumeffhq256') and config.ada_kimg == 100 and config.ema_rampup is None
+
+    # Run ids continue after the largest existing one; dry runs write nothing.
+    (tmp_path / '00007-old').mkdir()
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--device=cpu', '--metrics=none', '--dry-run')
+    assert result.exit_code == 0
+    assert f'00008-{os.path.basename(data16)}-auto1' in result.output
+    assert sorted(os.listdir(tmp_path)) == ['00007-old']
+
+
+def test_cli_run_then_resume_latest(tmp_path, data16):
+    common = [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--batch=32', '--snap=100', '--tick=1']
+    result = invoke(*common, '--kimg=1', '--aug=noaug')
+    assert result.exit_code == 0, result.output
+    (first,) = os.listdir(tmp_path)
+    assert first == f'00000-{os.path.basename(data16)}-auto1-kimg1-batch32-noaug-cbase256-cmax32'
+    run = tmp_path / first
+    files = set(os.listdir(run))
+    assert {'training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png', 'fakes000000.png',
+            'fakes000001.png', 'network-snapshot-000001.pkl', 'training-state-000001.pt'} <= files
+    log = (run / 'log.txt').read_text()
+    assert 'tick 0 ' in log and 'sec/kimg' in log and '\r' not in log
+    options = json.loads((run / 'training_options.json').read_text())
+    assert options['total_kimg'] == 1 and options['run_dir'] == str(run)
+    with open(run / 'network-snapshot-000001.pkl', 'rb') as f:
+        assert list(pickle.load(f)) == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
+
+    result = invoke(*common, '--kimg=2', '--aug=noaug', '--resume=latest')
+    assert result.exit_code == 0, result.output
+    second = sorted(os.listdir(tmp_path))[1]
+    assert second.startswith('00001-') and second.endswith('-resumelatest-cbase256-cmax32')
+    with open(tmp_path / second / 'stats.jsonl') as f:
+        kimgs = [json.loads(line)['Progress/kimg']['mean'] for line in f]
+    assert kimgs[0] > 1.0 and kimgs[-1] == pytest.approx(2.016, abs=0.02)
+    assert 'network-snapshot-000002.pkl' in os.listdir(tmp_path / second)
+
+
+def test_two_gloo_processes_on_cpu(tmp_path, data16):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), f'--outdir={tmp_path}', f'--data={data16}', *TINY,
+               '--gpus=2', '--batch=32', '--kimg=1', '--snap=100', '--tick=1', '--aug=noaug']
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = os.listdir(tmp_path)
+    with open(tmp_path / run / 'network-snapshot-000001.pkl', 'rb') as f:
+        snapshot = pickle.load(f)
+    images = snapshot['G_ema'](torch.randn(2, 512), torch.zeros(2, 0), noise_mode='const')
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    state = torch.load(tmp_path / run / 'training-state-000001.pt', weights_only=True)
+    assert state['num_gpus'] == 2 and len(state['rng']) == 2 and state['cur_nimg'] == 1024
+    with open(tmp_path / run / 'stats.jsonl') as f:
+        first_tick = json.loads(f.readline())
+    assert first_tick['Loss/G/loss']['num'] == 32  # one minibatch: both processes' 16 samples, reduced
