@@ -203,8 +203,10 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(UpFirDn2dLaunch p, int t
     }
 }
 
-// Tile shapes (outputs): wide single-plane tiles for big planar images, 8x8 tiles stacked over 16
+// Tile shapes (outputs): wide single-plane tiles for big planar images, square tiles stacked over 16
 // planes for small images and for channels_last (where 16 channels are 16 adjacent addresses).
+// Upsampling tiles are larger because their window is a quarter of the tile; many outputs per
+// block hide the latency of the serial load-then-compute phases.
 enum TileKind { kWide, kStacked, kStackedCL };
 
 template <typename T, int UX, int UY, int DX, int DY, int KW, int KH, int TW, int TH, int CPB, bool CL>
@@ -220,10 +222,15 @@ bool launch_tile_shape(const UpFirDn2dLaunch& p, cudaStream_t stream) {
 
 template <typename T, int UX, int UY, int DX, int DY, int KW, int KH>
 bool launch_tile(const UpFirDn2dLaunch& p, TileKind kind, cudaStream_t stream) {
-    if (kind == kWide) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 64, 16, 1, false>(p, stream);
+    constexpr bool upsampling = UX > 1 || UY > 1;
+    constexpr bool downsampling = DX > 1 || DY > 1;
+    constexpr int wide_w = upsampling ? 128 : 64;
+    constexpr int wide_h = downsampling ? 16 : 32;
+    constexpr int side = upsampling ? 16 : 8;
+    if (kind == kWide) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, wide_w, wide_h, 1, false>(p, stream);
     if constexpr (KW > 1 && KH > 1) {
-        if (kind == kStacked) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 8, 8, 16, false>(p, stream);
-        return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, 8, 8, 16, true>(p, stream);
+        if (kind == kStacked) return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, side, side, 16, false>(p, stream);
+        return launch_tile_shape<T, UX, UY, DX, DY, KW, KH, side, side, 16, true>(p, stream);
     }
     return false;
 }

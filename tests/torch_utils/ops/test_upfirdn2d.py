@@ -350,6 +350,7 @@ def _kernel_inputs(shape, taps, dtype, channels_last, seed=0):
     gen = torch.Generator().manual_seed(seed)
     fh, fw, separable = taps
     f = (torch.rand([fw], generator=gen) if separable else torch.rand([fh, fw], generator=gen)) + 0.1
+    f = f / f.sum()  # unit DC gain, like setup_filter, keeps float16 second derivatives finite
     x = torch.randn(shape, generator=gen).to(device='cuda', dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -424,11 +425,12 @@ def test_cuda_first_and_second_gradients(label, shape, taps, up, down, padding, 
     def grads(impl):
         inp = x.detach().clone().requires_grad_(True)
         y = U.upfirdn2d(inp, f, up=up, down=down, padding=padding, gain=1.3, impl=impl)
-        dy = torch.linspace(-1, 1, y.numel(), device='cuda').reshape(y.shape).to(dtype)
-        dx, = torch.autograd.grad(y, inp, dy, create_graph=True)
-        # A second-order term, as in R1: differentiate the squared gradient norm again.
+        weights = torch.linspace(-1, 1, y.numel(), device='cuda').reshape(y.shape)
+        # The op is linear, so a square makes the gradient depend on x and the second order non-trivial
+        # (the same structure as R1: differentiate a squared gradient norm again).
+        dx, = torch.autograd.grad((y.float().square() * weights).sum(), inp, create_graph=True)
         ddx, = torch.autograd.grad(dx.float().square().sum(), inp)
-        return dx.double(), ddx.double()
+        return dx.detach().double(), ddx.double()
 
     dx, ddx = grads('cuda')
     dx_ref, ddx_ref = grads('ref')
