@@ -68,8 +68,8 @@ RESUME_SHORTCUTS = {
 DEMO_DATA = os.path.join('data', 'demo', 'emoji16-64.zip')
 # Demo settings per device kind, applied only to options the user did not give.
 DEMO_SETTINGS = {
-    'cpu':  dict(cfg='fewshot', kimg=2, cbase=2048, cmax=128, tick=0.5, snap=2),
-    'cuda': dict(cfg='fewshot', kimg=100, tick=4, snap=5),
+    'cpu':  dict(cfg='fewshot', kimg=2, cbase=2048, cmax=128, tick=0.5, snap=4),
+    'cuda': dict(cfg='fewshot', kimg=10, tick=1, snap=5),
 }
 
 # Loss plug-ins that add options to this command: dotted names of training.loss.Loss subclasses.

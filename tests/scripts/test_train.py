@@ -172,3 +172,18 @@ def test_two_gloo_processes_on_cpu(tmp_path, data16):
     with open(tmp_path / run / 'stats.jsonl') as f:
         first_tick = json.loads(f.readline())
     assert first_tick['Loss/G/loss']['num'] == 32  # one minibatch: both processes' 16 samples, reduced
+
+
+def test_docs_keep_the_current_help():
+    help_text = CliRunner().invoke(train.main, ['--help'], prog_name='train.py', terminal_width=100).output
+    doc_path = os.path.join(ROOT, 'docs', 'TRAINING.md')
+    with open(doc_path) as f:
+        doc = f.read()
+    start, end = '<!-- train-help-start -->\n', '<!-- train-help-end -->'
+    head, rest = doc.split(start)
+    _, tail = rest.split(end)
+    current = f'{head}{start}```text\n{help_text}```\n{end}{tail}'
+    if os.environ.get('REGEN_DOCS') == '1':
+        with open(doc_path, 'w') as f:
+            f.write(current)
+    assert doc == current, 'docs/TRAINING.md is out of date: REGEN_DOCS=1 python -m pytest tests/scripts/test_train.py -k help'
