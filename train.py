@@ -422,9 +422,10 @@ def _training_process(rank, local_rank, config, launch, temp_dir):
         device = torch.device('cuda', local_rank) if launch.device_type == 'cuda' else torch.device('cpu')
         if device.type == 'cuda':
             torch.cuda.set_device(device)
-        elif num_gpus > 1 and launch.torchrun is None:
+        elif num_gpus > 1:
             # CPU processes share the cores; oversubscribed OpenMP threads slow small convs ~10x.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus))
+            processes_here = int(os.environ.get('LOCAL_WORLD_SIZE', num_gpus))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes_here))
         if num_gpus > 1 and launch.torchrun is None:
             init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
             backend = 'nccl' if device.type == 'cuda' and os.name != 'nt' else 'gloo'
