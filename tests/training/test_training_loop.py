@@ -267,3 +267,11 @@ def test_grid_and_tick_line_helpers(tmp_path):
     assert line.startswith('tick 3     kimg 12.0     time 1m 15s')
     assert 'sec/kimg 5.00' in line and 'ETA 1h 00m 00s' in line and 'augment 0.125' in line
     assert line.endswith('G 0.700   D 1.300') and '\r' not in line
+
+
+def test_metrics_hook_runs_at_snapshots(tmp_path, image_dir):
+    run_dir = tmp_path / 'metrics'
+    tl.training_loop(**loop_kwargs(run_dir, image_dir, total_kimg=0.008, metrics=['pix_div1k']))
+    (record,) = read_jsonl(run_dir / 'metric-pix_div1k.jsonl')
+    assert record['metric'] == 'pix_div1k' and record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert all(np.isfinite(value) for value in record['results'].values())
