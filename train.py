@@ -437,7 +437,12 @@ def _training_process(rank, local_rank, config, launch, temp_dir):
             custom_ops.verbosity = 'none'
         custom_ops.set_preferred_impl(launch.ops)
         if launch.ops == 'cuda':
-            _build_kernels_now()
+            try:
+                _build_kernels_now()
+            except custom_ops.PluginBuildError as err:
+                first_line = str(err).strip().splitlines()[0]
+                raise training_loop_module.TrainingError(f'--ops=cuda: the CUDA kernels did not build ({first_line}); '
+                                                         f'use --ops=auto to fall back to the reference ops') from err
         loop_kwargs = dict(config)
         loop_kwargs['device'] = device
         training_loop_module.training_loop(rank=rank, **loop_kwargs)
