@@ -172,6 +172,7 @@ class StyleGAN2Loss(Loss):
         self.pl_weight = float(pl_weight)
         # Running mean of path lengths: part of the loss, not of G, so G's state_dict stays upstream's.
         self.pl_mean = torch.zeros([], device=self.device)
+        self._queued_d_terms = []
 
     # --- Network evaluation -------------------------------------------------------------------
 
@@ -202,12 +203,31 @@ class StyleGAN2Loss(Loss):
             img = self.augment_pipe(img)
         return self.D(img, c)
 
+    def add_discriminator_term(self, term):
+        """Add a weighted loss term made inside a `run_D` override to the loss of that D call.
+
+        For regularisers that fall out of a discriminator forward pass (e.g. AdaptiveMix's feature
+        consistency): the phase that called `run_D` adds `term.mean()` to that call's loss before
+        its backward, so the term shares the call's graph and `gain`. term: [N] or 0-d.
+        """
+        self._queued_d_terms.append(term)
+
+    def _plus_queued_terms(self, phase, loss):
+        # Returns `loss` itself when nothing was queued, so the baseline's numbers stay bit-exact.
+        queued, self._queued_d_terms = self._queued_d_terms, []
+        if not queued:
+            return loss
+        extra = torch.stack([term.mean() for term in queued]).sum()
+        self.watch_finite(phase, extra)
+        return loss + extra
+
     # --- Phases -------------------------------------------------------------------------------
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
         if phase not in self._TERMS_BY_PHASE:
             raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
         terms = set(self._TERMS_BY_PHASE[phase])
+        self._queued_d_terms = []  # terms from D calls made outside a phase belong to no loss
         if self.pl_weight == 0:
             terms.discard('G_pl')
         if self.r1_gamma == 0:
@@ -234,7 +254,7 @@ class StyleGAN2Loss(Loss):
             training_stats.report('Loss/G/loss', g_loss)
             self.watch_finite(phase, g_loss)
         with torch.autograd.profiler.record_function('G_adversarial_bwd'):
-            g_loss.mean().mul(gain).backward()
+            self._plus_queued_terms(phase, g_loss.mean()).mul(gain).backward()
 
     def path_length_terms(self, fake_img, ws):
         """Per-sample path lengths |J_w^T y| [N] for a random image-space direction y."""
@@ -270,7 +290,7 @@ class StyleGAN2Loss(Loss):
             d_fake = F.softplus(fake_logits)  # -log(1 - sigmoid(logits))
             self.watch_finite(phase, d_fake)
         with torch.autograd.profiler.record_function('D_fakes_bwd'):
-            d_fake.mean().mul(gain).backward()
+            self._plus_queued_terms(phase, d_fake.mean()).mul(gain).backward()
         return d_fake.detach()
 
     def r1_penalty(self, real_img, real_logits):
@@ -299,7 +319,7 @@ class StyleGAN2Loss(Loss):
                 self.watch_finite(phase, d_reg)
                 total = total + d_reg.reshape([-1] + [1] * (total.ndim - 1))
         with torch.autograd.profiler.record_function('D_reals_bwd'):
-            total.mean().mul(gain).backward()
+            self._plus_queued_terms(phase, total.mean()).mul(gain).backward()
 
     # --- Resume -------------------------------------------------------------------------------
 

@@ -194,3 +194,36 @@ def test_phase_plan_and_plugin_defaults():
     assert fresh.pl_mean.item() == 1.5
     with pytest.raises(ValueError, match='unexpected keys'):
         fresh.load_state_dict({'bogus': torch.tensor(0.0)})
+
+
+class QueuingLoss(StyleGAN2Loss):
+    """A plug-in whose D calls also produce a term (like AdaptiveMix): weight * logits^2 per sample."""
+
+    term_weight = 0.7
+
+    def run_D(self, img, c, sync=True):
+        logits = super().run_D(img, c, sync)
+        self.add_discriminator_term(self.term_weight * logits.squeeze(1).square())
+        return logits
+
+
+def test_discriminator_terms_join_the_loss_of_their_D_call():
+    torch.manual_seed(123)
+    loss = QueuingLoss(device='cpu', G_mapping=ToyMapping(), G_synthesis=ToySynthesis(), D=ToyD(),
+                       style_mixing_prob=0, r1_gamma=0)
+    reals, z, labels, gain = torch.randn(4, C, H, W), torch.randn(4, Z_DIM), torch.zeros(4, 0), 3
+    loss.run_D(reals, labels)  # made outside any phase: must not leak into the next phase's loss
+    loss.D.requires_grad_(True)
+    loss.accumulate_gradients('Dmain', reals, labels, z, labels, True, gain)
+    got = [loss.D.U.grad.clone(), loss.D.v.grad.clone()]
+
+    with torch.no_grad():
+        fakes = loss.G_synthesis(loss.G_mapping(z, labels))
+    fake_logits, real_logits = loss.D(fakes, labels), loss.D(reals, labels)
+    # One backward per D call: its adversarial mean plus the mean of the term it queued.
+    expected = (F.softplus(fake_logits).mean() + 0.7 * fake_logits.square().mean()
+                + F.softplus(-real_logits).mean() + 0.7 * real_logits.square().mean()) * gain
+    want = torch.autograd.grad(expected, [loss.D.U, loss.D.v])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+    assert loss.first_nonfinite_phase() is None
