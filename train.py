@@ -76,6 +76,7 @@ DEMO_SETTINGS = {
 # Each contributes `cli_options()` and `configure_from_cli()` (docs/PLUGINS.md); add one line here.
 LOSS_PLUGINS = [
     'stylegan2_ada_mixdl.loss.MixDLLoss',
+    'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss',
 ]
 
 #----------------------------------------------------------------------------

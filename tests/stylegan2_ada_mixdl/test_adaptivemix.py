@@ -349,3 +349,123 @@ def test_option_errors_are_one_line_and_name_the_fix():
     for args in (['--adaptivemix-alpha=0'], ['--adaptivemix-sigma=-1'], ['--adaptivemix-weight=-1']):
         with pytest.raises(click.BadParameter):
             _parse(['--adaptivemix=1'] + args)
+
+#----------------------------------------------------------------------------
+# train.py and end-to-end CPU training.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_ZIP = os.path.join(ROOT, 'data', 'demo', 'emoji16-64.zip')
+
+
+def _dry_run(tmp_path, *args):
+    from click.testing import CliRunner
+    import train
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={DEMO_ZIP}', '--cfg=fewshot',
+                                             '--device=cpu', '--dry-run', *args])
+    lines = result.output.splitlines()
+    config = None
+    if '{' in lines:
+        start = lines.index('{')
+        config = json.loads('\n'.join(lines[start:lines.index('}', start) + 1]))
+    return result, config
+
+
+@pytest.mark.skipif(not os.path.exists(DEMO_ZIP), reason='bundled demo dataset missing')
+def test_train_cli_records_options_only_when_enabled(tmp_path):
+    result, config = _dry_run(tmp_path, '--adaptivemix=1', '--adaptivemix-sigma=0.1')
+    assert result.exit_code == 0, result.output
+    assert config['loss_kwargs']['class_name'] == 'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss'
+    assert (config['loss_kwargs']['adaptivemix_weight'], config['loss_kwargs']['adaptivemix_alpha'],
+            config['loss_kwargs']['adaptivemix_sigma']) == (1.0, 1.0, 0.1)
+    assert os.path.basename(config['run_dir']).endswith('-adaptivemix-sigma0.1')
+
+    result, config = _dry_run(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert not any(key.startswith('adaptivemix') for key in config['loss_kwargs'])
+    assert 'adaptivemix' not in os.path.basename(config['run_dir'])
+
+    result, _ = _dry_run(tmp_path, '--adaptivemix=1', '--mixdl=1')
+    assert result.exit_code != 0
+    assert 'Error: --adaptivemix=1 cannot be combined with --mixdl=1: MixDL replaces' in result.output
+
+
+@pytest.fixture(scope='module')
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('tiny_set')
+    rng = np.random.RandomState(0)
+    for index in range(6):
+        PIL.Image.fromarray((rng.rand(RES, RES, 3) * 255).astype(np.uint8)).save(folder / f'img{index}.png')
+    return str(folder)
+
+
+ADAPTIVEMIX = dict(class_name='stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss')
+
+
+def _config(data, loss_kwargs, minibatches):
+    return dict(
+        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=False,
+                                 max_size=None, xflip=False, resolution=RES),
+        data_loader_kwargs=dict(pin_memory=False, num_workers=0),
+        G_kwargs=dict(class_name='training.networks.Generator', z_dim=ZDIM, w_dim=8,
+                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(WIDTHS)),
+        D_kwargs=dict(class_name='training.networks.Discriminator', block_kwargs={}, mapping_kwargs={},
+                      epilogue_kwargs=dict(mbstd_group_size=2), **WIDTHS),
+        G_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
+        D_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
+        augment_kwargs=dict(class_name='training.augment.AugmentPipe', xflip=1, xint=1, brightness=1),
+        augment_p=0.3, loss_kwargs=dict(loss_kwargs, r1_gamma=1.0),
+        metrics=[], random_seed=3, batch_size=BATCH, batch_gpu=BATCH, ema_kimg=0.01,
+        total_kimg=minibatches * BATCH / 1000, kimg_per_tick=2 * BATCH / 1000,
+        image_snapshot_ticks=None, network_snapshot_ticks=100, device='cpu',
+        G_reg_interval=2, D_reg_interval=2,  # R1 and path length meet AdaptiveMix D calls early
+    )
+
+
+def _train(run_dir, config, **overrides):
+    from training import training_loop
+    os.makedirs(run_dir, exist_ok=True)
+    training_loop.training_loop(run_dir=str(run_dir), **copy.deepcopy(dict(config, **overrides)))
+    return str(run_dir)
+
+
+def _last(run_dir, pattern):
+    return sorted(glob.glob(os.path.join(run_dir, pattern)))[-1]
+
+
+@pytest.mark.slow
+def test_training_reports_the_term_and_snapshots_load_as_plain_stylegan2(image_folder, tmp_path):
+    run_dir = _train(tmp_path / 'run', _config(image_folder, ADAPTIVEMIX, minibatches=4))
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        stats = [json.loads(line) for line in f]
+    for name in ('Loss/adaptivemix/G', 'Loss/adaptivemix/D'):
+        values = [entry[name]['mean'] for entry in stats if name in entry]
+        assert values and all(-1 <= v <= 1 for v in values), name
+    assert all(name in stats[-1] for name in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty'))
+
+    with open(_last(run_dir, 'network-snapshot-*.pkl'), 'rb') as f:
+        assert list(pickle.load(f)) == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
+    import legacy
+    with open(_last(run_dir, 'network-snapshot-*.pkl'), 'rb') as f:
+        loaded = legacy.load_network_pkl(f)
+    assert list(loaded['D'].state_dict()) == list(tiny_D().state_dict())
+    assert list(loaded['G_ema'].state_dict()) == list(tiny_G().state_dict())
+    img = loaded['G_ema'](torch.randn(2, ZDIM), torch.zeros(2, 0), noise_mode='const')
+    assert img.shape == (2, 3, RES, RES) and torch.isfinite(img).all()
+    assert torch.isfinite(loaded['D'](img, torch.zeros(2, 0))).all()
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(image_folder, tmp_path):
+    config = _config(image_folder, ADAPTIVEMIX, minibatches=4)
+    straight = _train(tmp_path / 'straight', config)
+    first_half = _train(tmp_path / 'first', config, total_kimg=2 * BATCH / 1000)
+    state_file = _last(first_half, 'training-state-*.pt')
+    assert 'adaptivemix_rng' in torch.load(state_file, weights_only=True)['loss_state'][0]
+    resumed = _train(tmp_path / 'resumed', config, resume_state=state_file)
+    with open(_last(straight, 'network-snapshot-*.pkl'), 'rb') as f:
+        expected = pickle.load(f)
+    with open(_last(resumed, 'network-snapshot-*.pkl'), 'rb') as f:
+        got = pickle.load(f)
+    for key in ('G', 'D'):
+        for (name, a), (_, b) in zip(expected[key].named_parameters(), got[key].named_parameters()):
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f'{key}.{name}')
