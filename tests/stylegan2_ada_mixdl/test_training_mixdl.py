@@ -139,6 +139,6 @@ def test_all_mixdl_terms_off_follows_the_baseline_exactly(image_folder, tmp_path
             if key in a:
                 assert a[key]['num'] == b[key]['num'] and a[key]['mean'] == b[key]['mean'], key
                 # The std is derived from float64 sums whose rounding may differ in the last bit.
-                assert a[key]['std'] == pytest.approx(b[key]['std'], rel=1e-12, abs=1e-15), key
+                assert a[key]['std'] == pytest.approx(b[key]['std'], rel=1e-9, abs=1e-12), key
     for (name, a), (_, b) in zip(_snapshot(base_dir)['G'].named_parameters(), _snapshot(off_dir)['G'].named_parameters()):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
