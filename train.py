@@ -462,6 +462,15 @@ def _spawned_process(rank, config, launch, temp_dir):
         sys.exit(1)
 
 
+def _require_metric_detectors(metrics):
+    """Stop before anything is written when a requested metric cannot get its feature detector (offline machines)."""
+    from metrics import metric_main, metric_utils
+    try:
+        metric_main.check_metrics_available(metrics)
+    except metric_utils.DetectorUnavailableError as err:
+        _fail(f'--metrics: {err}')
+
+
 def launch_training(desc, config, launch, outdir, dry_run):
     """Pick the run dir, print the config, and run one process per device (or join torchrun's)."""
     torchrun = launch.torchrun
@@ -501,6 +510,8 @@ def launch_training(desc, config, launch, outdir, dry_run):
             print('--dry-run: nothing was written.')
         return None
 
+    if config.metrics:
+        _require_metric_detectors(config.metrics)
     if rank == 0:
         os.makedirs(config.run_dir, exist_ok=False)
         with open(os.path.join(config.run_dir, 'training_options.json'), 'wt') as f:

@@ -187,3 +187,16 @@ def test_docs_keep_the_current_help():
         with open(doc_path, 'w') as f:
             f.write(current)
     assert doc == current, 'docs/TRAINING.md is out of date: REGEN_DOCS=1 python -m pytest tests/scripts/test_train.py -k help'
+
+
+def test_missing_metric_detector_stops_before_the_run_dir_is_made(tmp_path, data16, monkeypatch):
+    monkeypatch.setenv('SG2MIXDL_OFFLINE', '1')
+    monkeypatch.setenv('SG2MIXDL_DETECTOR_DIR', str(tmp_path / 'no_detectors_here'))
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'empty_cache'))
+    outdir = tmp_path / 'runs'
+    result = invoke(f'--outdir={outdir}', f'--data={data16}', '--metrics=fid50k_full', '--kimg=1', '--device=cpu')
+    assert result.exit_code != 0
+    message = result.output
+    assert '--metrics' in message and 'fid50k_full' in message and '--metrics=none' in message
+    assert 'Traceback' not in message
+    assert not outdir.exists() or not any(outdir.iterdir())
