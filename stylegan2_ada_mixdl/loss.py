@@ -7,6 +7,7 @@ from stylegan2_ada_mixdl.coefficients import mix_anchors, sample_coefficients
 from stylegan2_ada_mixdl.distance import feature_distance_loss, layered_distance_loss, sample_feature_layers
 from stylegan2_ada_mixdl.heads import MixDLModules
 from stylegan2_ada_mixdl.interp import interp_filename, save_interpolation_strip
+from stylegan2_ada_mixdl.plugin import PrivateStream
 from torch_utils import training_stats
 from training.features import (discriminator_penultimate_name, features_by_name, record_activations,
                                synthesis_conv_names)
@@ -55,13 +56,11 @@ class MixDLLoss(StyleGAN2Loss):
 
         self.synthesis_layers = synthesis_conv_names(G_synthesis)
         self.penultimate_name = discriminator_penultimate_name(D)
-        # The loop seeds torch per process (seed * num_gpus + rank), so this differs across GPUs.
-        seed = torch.initial_seed() + _STREAM_OFFSET if mixdl_seed is None else int(mixdl_seed)
-        self.generator = torch.Generator(device='cpu').manual_seed(seed % (2 ** 63))
+        self.stream = PrivateStream(_STREAM_OFFSET, mixdl_seed)
         # Initialise the extras from the private stream too: the global stream must advance exactly
         # as in a StyleGAN2Loss run (the loop broadcasts rank 0's weights to other ranks anyway).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2 ** 62, [], generator=self.generator)))
+            torch.manual_seed(self.stream.draw_seed())
             self.extras = MixDLModules.for_discriminator(D, proj_dim=proj_dim)
         self.extras.to(self.device)
 
@@ -78,20 +77,15 @@ class MixDLLoss(StyleGAN2Loss):
 
     # --- Random draws (host side: no device synchronisation) ----------------------------------
 
-    def _to_device(self, cpu_tensor):
-        if self.device.type == 'cuda':
-            cpu_tensor = cpu_tensor.pin_memory()
-        return cpu_tensor.to(self.device, non_blocking=True)
-
     def draw_coefficients(self, batch_size):
         """C [B, B] float32 on the loss device, rows drawn from the configured distribution."""
-        coefs = sample_coefficients(batch_size, self.coef_kind, self.mixup_alpha, generator=self.generator)
-        return self._to_device(coefs)
+        coefs = sample_coefficients(batch_size, self.coef_kind, self.mixup_alpha, generator=self.stream.generator)
+        return self.stream.to_device(coefs, self.device)
 
     def draw_patch_layer(self):
         """Name of the D activation whose patch head is used for this step, drawn uniformly."""
         names = self.extras.patch_layer_names
-        return names[int(torch.randint(len(names), [], generator=self.generator))]
+        return names[int(torch.randint(len(names), [], generator=self.stream.generator))]
 
     # --- Networks -----------------------------------------------------------------------------
 
@@ -144,7 +138,7 @@ class MixDLLoss(StyleGAN2Loss):
         images, features = self.synthesise_sources_and_anchors(gen_z, gen_c, coefs, record_features=distance)
         terms = {}
         if distance:
-            layers = sample_feature_layers(batch, len(features), generator=self.generator)
+            layers = sample_feature_layers(batch, len(features), generator=self.stream.generator)
             terms['G_dist'] = layered_distance_loss([f[batch:] for f in features], [f[:batch] for f in features],
                                                     layers, coefs)
         if patch:
@@ -238,7 +232,7 @@ class MixDLLoss(StyleGAN2Loss):
 
     def state_dict(self):
         state = super().state_dict()
-        state['mixdl_rng'] = self.generator.get_state()
+        state['mixdl_rng'] = self.stream.get_state()
         return state
 
     def load_state_dict(self, state):
@@ -246,7 +240,7 @@ class MixDLLoss(StyleGAN2Loss):
         rng = state.pop('mixdl_rng', None)
         super().load_state_dict(state)
         if rng is not None:
-            self.generator.set_state(torch.as_tensor(rng, dtype=torch.uint8))
+            self.stream.set_state(rng)
 
     def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
         path = interp_filename(run_dir, cur_nimg)
