@@ -127,34 +127,28 @@ def make_cache_dir_path(*paths):
 # Small formatting helpers.
 
 
-def format_time(seconds):
-    """Human-readable duration: '12s', '3m 05s', '1h 02m 03s' or '2d 03h 04m'."""
+def _duration_units(seconds):
+    """['2d', '03h', '04m', '05s'], starting at the largest non-zero unit; later units are zero-padded."""
     total = int(round(seconds))
+    if total < 60:
+        return [f'{total}s']  # Also keeps a negative duration readable ('-5s', not '-1d 23h 59m').
     minutes, secs = divmod(total, 60)
     hours, mins = divmod(minutes, 60)
     days, hrs = divmod(hours, 24)
-    if total < 60:
-        return f'{total}s'
-    if total < 60 * 60:
-        return f'{minutes}m {secs:02d}s'
-    if total < 24 * 60 * 60:
-        return f'{hours}h {mins:02d}m {secs:02d}s'
-    return f'{days}d {hrs:02d}h {mins:02d}m'
+    units = [(days, 'd'), (hrs, 'h'), (mins, 'm'), (secs, 's')]
+    while len(units) > 1 and units[0][0] == 0:
+        units.pop(0)
+    return [f'{units[0][0]}{units[0][1]}'] + [f'{value:02d}{unit}' for value, unit in units[1:]]
+
+
+def format_time(seconds):
+    """Human-readable duration: '12s', '3m 05s', '1h 02m 03s' or '2d 03h 04m'."""
+    return ' '.join(_duration_units(seconds)[:3])
 
 
 def format_time_brief(seconds):
     """Like format_time but with only the two largest units: '12s', '3m 05s', '1h 02m', '2d 03h'."""
-    total = int(round(seconds))
-    minutes, secs = divmod(total, 60)
-    hours, mins = divmod(minutes, 60)
-    days, hrs = divmod(hours, 24)
-    if total < 60:
-        return f'{total}s'
-    if total < 60 * 60:
-        return f'{minutes}m {secs:02d}s'
-    if total < 24 * 60 * 60:
-        return f'{hours}h {mins:02d}m'
-    return f'{days}d {hrs:02d}h'
+    return ' '.join(_duration_units(seconds)[:2])
 
 
 def ask_yes_no(question):
