@@ -2,8 +2,8 @@
 
 import pytest
 
-import dnnlib
 from metrics import metric_utils
+from tests._shared import offline  # noqa: F401 (fixture, shared with tests/scripts)
 
 from .standins import write_standin_detectors
 
@@ -11,19 +11,6 @@ from .standins import write_standin_detectors
 @pytest.fixture(scope='session')
 def standin_dir(tmp_path_factory):
     return write_standin_detectors(str(tmp_path_factory.mktemp('detectors')))
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """No detectors anywhere, a private cache, and network probing switched off."""
-    monkeypatch.setenv(metric_utils.OFFLINE_ENV, '1')
-    monkeypatch.delenv(metric_utils.DETECTOR_DIR_ENV, raising=False)
-    monkeypatch.delenv(metric_utils.LPIPS_CKPT_ENV, raising=False)
-    dnnlib.set_cache_dir(str(tmp_path / 'cache'))
-    metric_utils._loaded_detectors.clear()
-    yield tmp_path
-    dnnlib.set_cache_dir(None)
-    metric_utils._loaded_detectors.clear()
 
 
 @pytest.fixture

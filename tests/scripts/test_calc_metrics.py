@@ -6,26 +6,12 @@ import pickle
 
 import numpy as np
 import PIL.Image
-import pytest
 import torch
 from click.testing import CliRunner
 
 import calc_metrics
-import dnnlib
-from metrics import metric_utils
+from tests._shared import offline  # noqa: F401 (fixture, shared with tests/metrics)
 from tests.metrics.standins import write_standin_detectors
-
-
-@pytest.fixture
-def offline_env(tmp_path, monkeypatch):
-    monkeypatch.setenv(metric_utils.OFFLINE_ENV, '1')
-    monkeypatch.delenv(metric_utils.DETECTOR_DIR_ENV, raising=False)
-    monkeypatch.delenv(metric_utils.LPIPS_CKPT_ENV, raising=False)
-    dnnlib.set_cache_dir(str(tmp_path / 'cache'))
-    metric_utils._loaded_detectors.clear()
-    yield tmp_path
-    dnnlib.set_cache_dir(None)
-    metric_utils._loaded_detectors.clear()
 
 
 def _tiny_snapshot(run_dir):
@@ -51,11 +37,11 @@ def _tiny_snapshot(run_dir):
     return pkl
 
 
-def test_calc_metrics_writes_jsonl_records(offline_env):
-    run_dir = offline_env / 'run'
+def test_calc_metrics_writes_jsonl_records(offline):
+    run_dir = offline / 'run'
     run_dir.mkdir()
     pkl = _tiny_snapshot(run_dir)
-    detectors = write_standin_detectors(str(offline_env / 'detectors'))
+    detectors = write_standin_detectors(str(offline / 'detectors'))
     result = CliRunner().invoke(calc_metrics.calc_metrics, [
         f'--network={pkl}', '--metrics=fid50k_full,kid50k_full,pix_div1k', f'--detector-dir={detectors}', '--item-cap=8'])
     assert result.exit_code == 0, result.output
@@ -70,15 +56,15 @@ def test_calc_metrics_writes_jsonl_records(offline_env):
     assert fid['results']['fid50k_full'] > 0 and fid['details']['num_real'] == 6
 
 
-def test_missing_detector_fails_before_loading_the_network(offline_env):
+def test_missing_detector_fails_before_loading_the_network(offline):
     result = CliRunner().invoke(calc_metrics.calc_metrics, ['--network=does-not-exist.pkl', '--metrics=fid50k_full',
-                                                            f'--detector-dir={offline_env}'])
+                                                            f'--detector-dir={offline}'])
     assert result.exit_code != 0
     assert 'download URL to' in result.output and 'inception-2015-12-05.pt' in result.output
     assert '--metrics=none' in result.output and 'Loading network' not in result.output
 
 
-def test_metrics_none_and_unknown_metric(offline_env):
+def test_metrics_none_and_unknown_metric(offline):
     ok = CliRunner().invoke(calc_metrics.calc_metrics, ['--network=x.pkl', '--metrics=none'])
     assert ok.exit_code == 0 and 'nothing to do' in ok.output
     bad = CliRunner().invoke(calc_metrics.calc_metrics, ['--network=x.pkl', '--metrics=fid'])

@@ -13,18 +13,10 @@ import torch
 from click.testing import CliRunner
 
 import train
+from tests._shared import single_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ['--cbase=256', '--cmax=32', '--device=cpu', '--workers=0', '--metrics=none']
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and other test processes compete for the cores.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope='module')

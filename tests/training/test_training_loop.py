@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import legacy
+from tests._shared import single_torch_thread  # noqa: F401 (autouse fixture)
 from training import training_loop as tl
 from training.loss import StyleGAN2Loss
 
@@ -17,15 +18,6 @@ TINY_NET = dict(z_dim=32, w_dim=32, mapping_kwargs=dict(num_layers=2),
                 synthesis_kwargs=dict(channel_base=256, channel_max=32))
 BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
            brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and other test processes compete for the cores.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope='module')
