@@ -34,14 +34,7 @@ def kernel_distance(real_features, gen_features, num_subsets=100, max_subset_siz
 
 
 def compute_kid(opts, max_real, num_gen, num_subsets=100, max_subset_size=1000):
-    url = metric_utils.INCEPTION_URL
-    detector_kwargs = dict(return_features=True)
-    real = metric_utils.compute_feature_stats_for_dataset(
-        opts=opts, detector_url=url, detector_kwargs=detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real)
-    fake = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_url=url, detector_kwargs=detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen)
-    opts.details.num_real = real.num_items
-    opts.details.num_gen = fake.num_items
+    real, fake = metric_utils.real_and_generated_features(opts, metric_utils.INCEPTION_URL, max_real, num_gen)
     if opts.rank != 0:
         return float('nan')
     return kernel_distance(real.get_all(), fake.get_all(), num_subsets=num_subsets, max_subset_size=max_subset_size,

@@ -456,6 +456,18 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     return stats
 
 
+def real_and_generated_features(opts, detector_url, max_real, num_gen):
+    """All detector features of the real images and of the generated ones (rank 0's view), noting both counts in opts.details."""
+    detector_kwargs = dict(return_features=True)
+    real = compute_feature_stats_for_dataset(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+                                             rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real)
+    fake = compute_feature_stats_for_generator(opts=opts, detector_url=detector_url, detector_kwargs=detector_kwargs,
+                                               rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen)
+    opts.details.num_real = real.num_items
+    opts.details.num_gen = fake.num_items
+    return real, fake
+
+
 def gather_rows(x, opts):
     """All ranks' rows of a tensor, interleaved by rank (a no-op on one GPU)."""
     if opts.num_gpus == 1:

@@ -62,14 +62,7 @@ def precision_recall(real_features, gen_features, k=3, row_batch_size=10000, col
 
 
 def compute_pr(opts, max_real, num_gen, nhood_size=3, row_batch_size=10000, col_batch_size=10000):
-    url = metric_utils.VGG16_URL
-    detector_kwargs = dict(return_features=True)
-    real = metric_utils.compute_feature_stats_for_dataset(
-        opts=opts, detector_url=url, detector_kwargs=detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real)
-    fake = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_url=url, detector_kwargs=detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen)
-    opts.details.num_real = real.num_items
-    opts.details.num_gen = fake.num_items
+    real, fake = metric_utils.real_and_generated_features(opts, metric_utils.VGG16_URL, max_real, num_gen)
     # Half precision halves the memory of the stored features on GPUs; distances are computed in float32.
     dtype = torch.float16 if opts.device.type == 'cuda' else torch.float32
     real_features = real.get_all_torch().to(opts.device, dtype)
