@@ -1,5 +1,8 @@
 """Fixtures used by test packages that cannot see each other's conftest.py; import them by name to use them."""
 
+import json
+import os
+
 import pytest
 import torch
 
@@ -28,3 +31,20 @@ def offline(tmp_path, monkeypatch):
     yield tmp_path
     dnnlib.set_cache_dir(None)
     metric_utils._loaded_detectors.clear()
+
+
+DEMO_ZIP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'demo', 'emoji16-64.zip')
+
+
+def train_dry_run(outdir, *args):
+    """Run `train.py --dry-run` on the demo set with --cfg=fewshot on CPU; return (click result, printed config or None)."""
+    from click.testing import CliRunner
+    import train
+    result = CliRunner().invoke(train.main, [f'--outdir={outdir}', f'--data={DEMO_ZIP}', '--cfg=fewshot',
+                                             '--device=cpu', '--dry-run', *args])
+    lines = result.output.splitlines()
+    config = None
+    if '{' in lines:
+        start = lines.index('{')
+        config = json.loads('\n'.join(lines[start:lines.index('}', start) + 1]))
+    return result, config

@@ -353,21 +353,7 @@ def test_option_errors_are_one_line_and_name_the_fix():
 #----------------------------------------------------------------------------
 # train.py and end-to-end CPU training.
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_ZIP = os.path.join(ROOT, 'data', 'demo', 'emoji16-64.zip')
-
-
-def _dry_run(tmp_path, *args):
-    from click.testing import CliRunner
-    import train
-    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={DEMO_ZIP}', '--cfg=fewshot',
-                                             '--device=cpu', '--dry-run', *args])
-    lines = result.output.splitlines()
-    config = None
-    if '{' in lines:
-        start = lines.index('{')
-        config = json.loads('\n'.join(lines[start:lines.index('}', start) + 1]))
-    return result, config
+from tests._shared import DEMO_ZIP, train_dry_run as _dry_run  # noqa: E402
 
 
 @pytest.mark.skipif(not os.path.exists(DEMO_ZIP), reason='bundled demo dataset missing')

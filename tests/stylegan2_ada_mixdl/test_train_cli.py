@@ -1,24 +1,9 @@
 """train.py's MixDL options: registered through the plug-in mechanism, recorded in the config and the run desc."""
-import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_ZIP = os.path.join(ROOT, 'data', 'demo', 'emoji16-64.zip')
-
-
-def _dry_run(tmp_path, *args):
-    import train
-    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={DEMO_ZIP}', '--cfg=fewshot',
-                                             '--device=cpu', '--dry-run', *args])
-    lines = result.output.splitlines()
-    config = None
-    if '{' in lines:
-        start = lines.index('{')
-        config = json.loads('\n'.join(lines[start:lines.index('}', start) + 1]))
-    return result, config
+from tests._shared import DEMO_ZIP, train_dry_run as _dry_run
 
 
 @pytest.mark.skipif(not os.path.exists(DEMO_ZIP), reason='bundled demo dataset missing')
