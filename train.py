@@ -544,6 +544,8 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--snap', help='Write fakes grid, snapshot and training state every this many ticks', type=int, default=50, show_default=True, metavar='TICKS')
 @click.option('--metrics', help='Metrics at each snapshot, comma-separated, or none  [default: fid50k_full; none for --cfg=fewshot]',
               callback=_metric_list, default='fid50k_full', metavar='LIST')
+@click.option('--detector-dir', help='Folder holding downloaded metric detector files, for offline machines  [default: $SG2MIXDL_DETECTOR_DIR, then the dnnlib cache]',
+              metavar='DIR')
 @click.option('--seed', help='Seed for everything random', type=int, default=0, show_default=True, metavar='INT')
 @click.option('-n', '--dry-run', help='Show the resolved options and stop before writing anything', is_flag=True)
 # Dataset.
@@ -620,6 +622,12 @@ def main(ctx, outdir, dry_run, **opts):
       ffhq256, ffhq512, ffhq1024, celebahq256, lsundog256
     """
     opts['outdir'] = outdir
+    detector_dir = opts.pop('detector_dir')
+    if detector_dir is not None:
+        if not os.path.isdir(detector_dir):
+            _fail(f'--detector-dir={detector_dir} is not a folder; point it at the folder holding the downloaded detector files')
+        # Every metric lookup (here, in spawned training processes and at snapshots) reads this variable.
+        os.environ['SG2MIXDL_DETECTOR_DIR'] = os.path.abspath(detector_dir)
     desc, config, launch = build_training_config(opts, given=lambda name: _given(ctx, name))
     try:
         launch_training(desc, config, launch, outdir, dry_run)

@@ -192,3 +192,21 @@ def test_missing_metric_detector_stops_before_the_run_dir_is_made(tmp_path, data
     assert '--metrics' in message and 'fid50k_full' in message and '--metrics=none' in message
     assert 'Traceback' not in message
     assert not outdir.exists() or not any(outdir.iterdir())
+
+
+def test_detector_dir_lets_the_metric_check_pass_offline(tmp_path, data16, monkeypatch):
+    monkeypatch.setenv('SG2MIXDL_OFFLINE', '1')
+    monkeypatch.delenv('SG2MIXDL_DETECTOR_DIR', raising=False)
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'empty_cache'))
+    detectors = tmp_path / 'detectors'
+    detectors.mkdir()
+    (detectors / 'inception-2015-12-05.pt').write_bytes(b'stand-in: only its presence is checked up front')
+    from metrics import metric_main
+    metric_main.check_metrics_available(['fid50k_full'], detector_dir=str(detectors))  # found by file name
+    result = invoke(f'--outdir={tmp_path / "runs"}', f'--data={data16}', '--metrics=fid50k_full',
+                    f'--detector-dir={tmp_path / "missing"}', '--device=cpu', '--dry-run')
+    assert result.exit_code != 0 and '--detector-dir' in last_line(result) and 'is not a folder' in last_line(result)
+    result = invoke(f'--outdir={tmp_path / "runs"}', f'--data={data16}', '--metrics=fid50k_full',
+                    f'--detector-dir={detectors}', '--device=cpu', '--dry-run')
+    assert result.exit_code == 0, result.output
+    assert os.environ['SG2MIXDL_DETECTOR_DIR'] == str(detectors)
