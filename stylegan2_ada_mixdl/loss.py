@@ -180,6 +180,16 @@ class MixDLLoss(StyleGAN2Loss):
         """Labels shown to D with anchor images: the same mixture of the sources' labels ([B, c_dim])."""
         return coefs @ gen_c if gen_c.shape[1] > 0 else gen_c
 
+    @staticmethod
+    def _report_and_weigh(terms, weights):
+        """Report each computed term as Loss/mixdl/<name>; return the sum of weight * mean over the computed ones."""
+        total = 0
+        for name, weight in weights.items():
+            if name in terms:
+                training_stats.report(f'Loss/mixdl/{name}', terms[name])
+                total = total + weight * terms[name].mean()
+        return total
+
     def _generator_mixdl(self, phase, gen_z, gen_c, sync, gain):
         if not self.patch_discrimination:
             # Ordinary full-image adversarial term; the distance term is added below.
@@ -190,13 +200,7 @@ class MixDLLoss(StyleGAN2Loss):
             coefs = self.draw_coefficients(gen_z.shape[0])
             terms = self.generator_terms(gen_z, gen_c, coefs, distance=self.lambda_G > 0,
                                          patch=self.patch_discrimination)
-            total = 0
-            if 'G_dist' in terms:
-                training_stats.report('Loss/mixdl/G_dist', terms['G_dist'])
-                total = total + self.lambda_G * terms['G_dist']
-            if 'G_patch' in terms:
-                training_stats.report('Loss/mixdl/G_patch', terms['G_patch'])
-                total = total + terms['G_patch'].mean()
+            total = self._report_and_weigh(terms, {'G_dist': self.lambda_G, 'G_patch': 1})
             self.watch_finite(phase, total)
         with torch.autograd.profiler.record_function('Gmixdl_backward'):
             total.mul(gain).backward()
@@ -210,17 +214,11 @@ class MixDLLoss(StyleGAN2Loss):
             coefs = self.draw_coefficients(gen_z.shape[0])
             terms = self.discriminator_terms(real_img, real_c, gen_z, gen_c, coefs, distance=self.lambda_D > 0,
                                              patch=self.patch_discrimination)
-            total = 0
-            if 'D_dist' in terms:
-                training_stats.report('Loss/mixdl/D_dist', terms['D_dist'])
-                total = total + self.lambda_D * terms['D_dist']
-            if 'D_patch_real' in terms:
-                # Full-image real logits come for free and keep ADA's sign statistic fed.
+            if 'real_logits' in terms:
+                # Full-image real logits come for free with the patch terms and keep ADA's sign statistic fed.
                 training_stats.report('Loss/scores/real', terms['real_logits'])
                 training_stats.report('Loss/signs/real', terms['real_logits'].sign())
-                training_stats.report('Loss/mixdl/D_patch_fake', terms['D_patch_fake'])
-                training_stats.report('Loss/mixdl/D_patch_real', terms['D_patch_real'])
-                total = total + terms['D_patch_fake'].mean() + terms['D_patch_real'].mean()
+            total = self._report_and_weigh(terms, {'D_dist': self.lambda_D, 'D_patch_fake': 1, 'D_patch_real': 1})
             self.watch_finite(phase, total)
         with torch.autograd.profiler.record_function('Dmixdl_backward'):
             total.mul(gain).backward()
