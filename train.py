@@ -447,7 +447,14 @@ def _training_process(rank, local_rank, config, launch, temp_dir):
         loop_kwargs = dict(config)
         loop_kwargs['device'] = device
         training_loop_module.training_loop(rank=rank, **loop_kwargs)
+        if num_gpus > 1:
+            # Leave together: a rank that exits while a peer still talks to it can abort in gloo's threads.
+            torch.distributed.barrier()
     finally:
+        if num_gpus > 1 and torch.distributed.is_initialized():
+            # An undestroyed process group tears down its worker threads during interpreter exit,
+            # which aborts the process ("terminate called without an active exception").
+            torch.distributed.destroy_process_group()
         if logger is not None:
             logger.close()
 
