@@ -1,7 +1,8 @@
 """Train the StyleGAN2-ADA baseline, MixDL and AdaptiveMix on one few-shot set (same seed/cfg/kimg); compare them."""
 # The report (report.md in --outdir) has a markdown table of the few-shot metrics available here
 # (LPIPS versions when a VGG16 detector can be found, pixel-space versions otherwise), both final
-# fakes grids and interpolation strips drawn from the same seed pairs. --arms picks a subset of the runs.
+# fakes grids, interpolation strips drawn from the same seed pairs, and a memorisation panel (samples beside
+# their nearest training images). --arms picks a subset of the runs.
 #
 #   GPU, ~10 min on one H100:
 #     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare --res=64 --kimg=60
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import PIL.Image
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +28,7 @@ sys.path.insert(0, REPO)
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
 from metrics import metric_main, metric_utils  # noqa: E402
-from stylegan2_ada_mixdl.interp import save_interpolation_strip  # noqa: E402
+from stylegan2_ada_mixdl.interp import images_to_grid, save_interpolation_strip  # noqa: E402
 
 PIXEL_METRICS = ['pix_div1k', 'pix_smooth1k', 'pix_modes500']
 LPIPS_METRICS = ['lpips_div1k', 'ppl_smooth1k', 'modes500']
@@ -37,6 +40,8 @@ ARMS = {
 }
 ARM_TITLES = {'baseline': 'StyleGAN2-ADA', 'mixdl': 'MixDL', 'adaptivemix': 'AdaptiveMix'}
 SMOKE = dict(res=32, kimg=2, cbase=1024, cmax=64, batch=4, tick=0.5, item_cap=64)
+NEAREST_SEEDS = range(16)  # the samples shown beside their nearest training image
+NEAREST_COLS = 8
 
 
 def run(command, log_path):
@@ -135,7 +140,48 @@ def evaluate(run_dir, metrics, device, item_cap, detector_dir, workdir, label):
         results.update(report['results'])
     strip = os.path.join(workdir, f'{label}-interp.png')
     save_interpolation_strip(G_ema, strip)
-    return results, strip
+    nearest = os.path.join(workdir, f'{label}-nearest.png')
+    results.update(save_nearest_real_panel(G_ema, snapshot['training_set_kwargs'], nearest))
+    return results, strip, nearest
+
+
+def load_reals(dataset_kwargs, limit=2000):
+    """uint8 [N, C, H, W]: the training images as stored (no x-flips), at most `limit` of them."""
+    kwargs = dict(dataset_kwargs, xflip=False, max_size=None)
+    dataset = dnnlib.util.construct_class_by_name(**kwargs)
+    count = min(len(dataset), limit)
+    return torch.from_numpy(np.stack([dataset[i][0] for i in range(count)]))
+
+
+@torch.no_grad()
+def nearest_real_panel(G, reals, seeds=NEAREST_SEEDS, cols=NEAREST_COLS):
+    """Memorisation check: rows of samples, each followed by a row of their nearest training images (pixel L2).
+
+    reals: uint8 [N, C, H, W] at G's resolution. Returns (uint8 grid [2 * rows * H, cols * W, C], index of the
+    nearest real image per seed, pixel RMS distance per seed).
+    """
+    seeds = list(seeds)
+    assert len(seeds) % cols == 0, f'{len(seeds)} seeds do not fill rows of {cols}'
+    assert reals.shape[1:] == (G.img_channels, G.img_resolution, G.img_resolution), \
+        f'training images {tuple(reals.shape[1:])} do not match G output {(G.img_channels, G.img_resolution, G.img_resolution)}'
+    device = next(G.parameters()).device
+    z = torch.from_numpy(np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])).float()  # generate.py convention
+    fakes = G(z.to(device), torch.zeros(len(seeds), G.c_dim, device=device), truncation_psi=1, noise_mode='const')
+    fakes = fakes.float().clamp(-1, 1).cpu()
+    real = reals.to(torch.float32) / 127.5 - 1
+    distance = torch.cdist(fakes.flatten(1), real.flatten(1))          # [seeds, N]
+    best = distance.argmin(dim=1)
+    rms = distance.gather(1, best[:, None]).squeeze(1) / fakes[0].numel() ** 0.5
+    rows = len(seeds) // cols
+    shape = (rows, 1, cols) + tuple(fakes.shape[1:])
+    panel = torch.cat([fakes.reshape(shape), real[best].reshape(shape)], dim=1).flatten(0, 1)
+    return images_to_grid(panel), best, rms
+
+
+def save_nearest_real_panel(G, dataset_kwargs, path):
+    grid, best, rms = nearest_real_panel(G, load_reals(dataset_kwargs))
+    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+    return dict(nearest_distinct=int(best.unique().numel()), nearest_rms_mean=float(rms.mean()))
 
 
 def parse_arms(text):
@@ -166,12 +212,16 @@ def write_report(path, args, runs, results, train_args):
         cells = [mean_stat(runs[name]['run_dir'], stat) for name in names]
         lines.append(f'| {stat} (mean over ticks) | ' + ' | '.join('-' if v is None else f'{v:.4g}' for v in cells) + ' |')
     lines += ['', 'Higher diversity (`*_div1k`) and more modes (`*modes500`, at most the number of training images) are '
-              'better; a lower `*_std` of the sub-interval distances means a smoother latent space.', '']
+              'better; a lower `*_std` of the sub-interval distances means a smoother latent space. '
+              f'`nearest_distinct` counts the different training images nearest to the {len(NEAREST_SEEDS)} panel samples and '
+              '`nearest_rms_mean` is their mean pixel RMS distance (range [-1, 1]): near 0 means copies of the training set.', '']
     for name in names:
         lines += [f'## {name}', '', f'Run: `{runs[name]["run_dir"]}` ({runs[name]["seconds"] / 60:.1f} min)', '',
                   f'Final fakes: ![{name} fakes]({os.path.basename(runs[name]["fakes"])})', '',
                   f'Interpolation in W (seed pairs 0-1, 2-3, 4-5, 6-7; 8 steps): '
-                  f'![{name} interpolation]({os.path.basename(runs[name]["strip"])})', '']
+                  f'![{name} interpolation]({os.path.basename(runs[name]["strip"])})', '',
+                  f'Seeds {NEAREST_SEEDS[0]}-{NEAREST_SEEDS[-1]}, each row of samples followed by the nearest training '
+                  f'image to each (pixel distance): ![{name} nearest]({os.path.basename(runs[name]["nearest"])})', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
 
@@ -222,9 +272,9 @@ def main():
         run_dir, seconds = train(label, train_args + ARMS[label], args.outdir, reuse=args.reuse)
         fakes = os.path.join(args.outdir, f'{label}-fakes.png')
         shutil.copyfile(last_file(run_dir, 'fakes[0-9]*.png'), fakes)
-        results[label], strip = evaluate(run_dir, metrics, torch.device(args.device), args.item_cap, args.detector_dir,
+        results[label], strip, nearest = evaluate(run_dir, metrics, torch.device(args.device), args.item_cap, args.detector_dir,
                                          args.outdir, label)
-        runs[label] = dict(run_dir=run_dir, seconds=seconds, fakes=fakes, strip=strip)
+        runs[label] = dict(run_dir=run_dir, seconds=seconds, fakes=fakes, strip=strip, nearest=nearest)
     report = os.path.join(args.outdir, 'report.md')
     write_report(report, args, runs, results, train_args)
     with open(os.path.join(args.outdir, 'results.json'), 'w') as f:
