@@ -98,6 +98,16 @@ def _fail(message):
     raise click.UsageError(message)
 
 
+def _default_workers():
+    # Upstream's three loaders, but no more than the cores this process may use: beyond that torch
+    # warns on every run and the loaders only steal time from training.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(3, cores)
+
+
 def _next_run_dir(outdir, desc):
     taken = [re.match(r'^(\d+)', name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])]
     next_id = max((int(m.group(1)) for m in taken if m), default=-1) + 1
@@ -350,6 +360,8 @@ def build_training_config(opts, given=lambda name: False):
         if opts.tick <= 0:
             _fail('--tick must be a positive number of kimg')
         cfg.kimg_per_tick = opts.tick
+    if opts.workers is None:
+        opts.workers = _default_workers()
     if opts.workers < 0:
         _fail('--workers must be 0 or more')
 
@@ -585,8 +597,8 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--nhwc', help='Channels-last memory layout for the fp16 layers  [default: false]', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Turn off cuDNN autotuning  [default: false]', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Let matmuls and convolutions use TF32  [default: false]', type=bool, metavar='BOOL')
-@click.option('--workers', help='Data-loading worker processes (0 = load in the training process)', type=int, default=3,
-              show_default=True, metavar='INT')
+@click.option('--workers', help='Data-loading worker processes (0 = load in the training process)  '
+              '[default: 3, at most the usable cores]', type=int, metavar='INT')
 @click.option('--device', help='Train on CUDA or CPU; auto takes CUDA when present', type=click.Choice(['auto', 'cuda', 'cpu']),
               default='auto', show_default=True)
 @click.option('--ops', help='Custom ops: auto (kernels, else pure PyTorch), cuda (kernels or fail), ref (pure PyTorch)',

@@ -166,6 +166,17 @@ def test_two_gloo_processes_on_cpu(tmp_path, data16):
     assert first_tick['Loss/G/loss']['num'] == 32  # one minibatch: both processes' 16 samples, reduced
 
 
+def test_loader_workers_default_to_three_but_never_more_than_the_usable_cores(data16, monkeypatch):
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
+    _, config = config_for(f'--data={data16}', '--device=cpu')
+    assert config.data_loader_kwargs.num_workers == 2
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(16)), raising=False)
+    _, config = config_for(f'--data={data16}', '--device=cpu')
+    assert config.data_loader_kwargs.num_workers == 3
+    _, config = config_for(f'--data={data16}', '--device=cpu', '--workers=5')
+    assert config.data_loader_kwargs.num_workers == 5
+
+
 def test_docs_keep_the_current_help():
     help_text = CliRunner().invoke(train.main, ['--help'], prog_name='train.py', terminal_width=100).output
     doc_path = os.path.join(ROOT, 'docs', 'TRAINING.md')
