@@ -641,7 +641,7 @@ def training_loop(
             eta_sec = max(total_kimg * 1000 - cur_nimg, 0) / 1000 * sec_per_kimg
             say(format_tick_line(cur_tick, cur_nimg, tick_end_time - start_time, tick_sec, sec_per_kimg, eta_sec,
                                  maintenance_sec, cpu_mem_gb, gpu_mem_gb, augment_value,
-                                 tick_stats['Loss/G/loss'], tick_stats['Loss/D/loss']))
+                                 *(tick_stats[name] if tick_stats.num(name) else None for name in ('Loss/G/loss', 'Loss/D/loss'))))
 
             if abort_fn is not None and not done and abort_fn():
                 done = True
@@ -753,8 +753,13 @@ def _merge_window(window, count, mean):
 
 def format_tick_line(tick, cur_nimg, total_sec, tick_sec, sec_per_kimg, eta_sec, maintenance_sec,
                      cpu_mem_gb, gpu_mem_gb, augment_p, g_loss, d_loss):
-    """One aligned status line; users and tools read `sec/kimg <value>` from it."""
+    """One aligned status line; users and tools read `sec/kimg <value>` from it.
+
+    g_loss / d_loss: None when the tick had no full-image loss (e.g. only MixDL patch minibatches); shown as '-'
+    so that it cannot be mistaken for a diverged NaN loss.
+    """
     fmt = dnnlib.util.format_time
+    loss_text = lambda value: '-' if value is None else f'{value:.3f}'  # noqa: E731
     fields = [
         f'tick {tick:<5d}',
         f'kimg {cur_nimg / 1000:<8.1f}',
@@ -766,8 +771,8 @@ def format_tick_line(tick, cur_nimg, total_sec, tick_sec, sec_per_kimg, eta_sec,
         f'cpumem {cpu_mem_gb:<6.2f}',
         f'gpumem {gpu_mem_gb:<6.2f}',
         f'augment {augment_p:<7.3f}',
-        f'G {g_loss:<7.3f}',
-        f'D {d_loss:<7.3f}',
+        f'G {loss_text(g_loss):<7s}',
+        f'D {loss_text(d_loss):<7s}',
     ]
     return ' '.join(fields).rstrip()
 

@@ -259,6 +259,9 @@ def test_grid_and_tick_line_helpers(tmp_path):
     assert line.startswith('tick 3     kimg 12.0     time 1m 15s')
     assert 'sec/kimg 5.00' in line and 'ETA 1h 00m 00s' in line and 'augment 0.125' in line
     assert line.endswith('G 0.700   D 1.300') and '\r' not in line
+    # A tick without full-image losses (only MixDL patch minibatches) shows '-', not a NaN that looks like divergence.
+    line = tl.format_tick_line(0, 8, 5, 5.0, 600.0, 60, 0.0, 1.0, 0.0, 0.0, None, 0.25)
+    assert line.endswith('G -       D 0.250')
 
 
 def test_metrics_hook_runs_at_snapshots(tmp_path, image_dir):
