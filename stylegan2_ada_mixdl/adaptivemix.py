@@ -5,7 +5,7 @@ import click
 import torch
 
 from stylegan2_ada_mixdl.coefficients import sample_coefficients
-from stylegan2_ada_mixdl.plugin import PluginOption, PluginOptions, PrivateStream
+from stylegan2_ada_mixdl.plugin import PluginOption, PluginOptions, PrivateStream, PrivateStreamState
 from torch_utils import misc, training_stats
 from training.loss import StyleGAN2Loss
 
@@ -151,7 +151,7 @@ OPTIONS = PluginOptions(
 )
 
 
-class AdaptiveMixLoss(StyleGAN2Loss):
+class AdaptiveMixLoss(PrivateStreamState, StyleGAN2Loss):
     """StyleGAN2-ADA loss where every D call goes through AdaptiveMix (adaptivemix_spec.md).
 
     For each D call on a batch x (fakes or reals, after augmentation), with lambda ~ Beta(alpha, alpha)
@@ -163,6 +163,8 @@ class AdaptiveMixLoss(StyleGAN2Loss):
     Random draws come from a private stream (saved for exact resume), so latents, noise and
     augmentations follow the same global RNG stream as a baseline run.
     """
+
+    stream_state_key = 'adaptivemix_rng'  # where training-state files keep this plug-in's random stream
 
     def __init__(self, device, G_mapping, G_synthesis, D, augment_pipe=None,
                  adaptivemix_weight=1.0,   # Weight of L_ada in the G and D losses (0 = logits only).
@@ -218,18 +220,6 @@ class AdaptiveMixLoss(StyleGAN2Loss):
             self.current_phase = None
 
     # --- Plug-in interface --------------------------------------------------------------------
-
-    def state_dict(self):
-        state = super().state_dict()
-        state['adaptivemix_rng'] = self.stream.get_state()
-        return state
-
-    def load_state_dict(self, state):
-        state = dict(state)
-        rng = state.pop('adaptivemix_rng', None)
-        super().load_state_dict(state)
-        if rng is not None:
-            self.stream.set_state(rng)
 
     @classmethod
     def cli_options(cls):

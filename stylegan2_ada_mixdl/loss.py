@@ -7,7 +7,7 @@ from stylegan2_ada_mixdl.coefficients import mix_anchors, sample_coefficients
 from stylegan2_ada_mixdl.distance import feature_distance_loss, layered_distance_loss, sample_feature_layers
 from stylegan2_ada_mixdl.heads import MixDLModules
 from stylegan2_ada_mixdl.interp import interp_filename, save_interpolation_strip
-from stylegan2_ada_mixdl.plugin import PrivateStream
+from stylegan2_ada_mixdl.plugin import PrivateStream, PrivateStreamState
 from torch_utils import training_stats
 from training.features import (discriminator_penultimate_name, features_by_name, record_activations,
                                synthesis_conv_names)
@@ -17,7 +17,7 @@ from training.loss import StyleGAN2Loss
 _STREAM_OFFSET = 0x4D6978
 
 
-class MixDLLoss(StyleGAN2Loss):
+class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
     """StyleGAN2-ADA loss whose every `mixdl_interval`-th minibatch is a MixDL minibatch.
 
     On a MixDL minibatch (mixdl_spec.md sections 1-7), with B = batch_gpu sources w_i = mapping(z_i)
@@ -30,6 +30,7 @@ class MixDLLoss(StyleGAN2Loss):
     consumes torch's global RNG exactly like StyleGAN2Loss does.
     """
 
+    stream_state_key = 'mixdl_rng'  # where training-state files keep this plug-in's random stream
     snapshot_key = 'mixdl'
     extra_modules_train_with = 'D'
 
@@ -227,18 +228,6 @@ class MixDLLoss(StyleGAN2Loss):
 
     def extra_modules(self):
         return {'extras': self.extras}
-
-    def state_dict(self):
-        state = super().state_dict()
-        state['mixdl_rng'] = self.stream.get_state()
-        return state
-
-    def load_state_dict(self, state):
-        state = dict(state)
-        rng = state.pop('mixdl_rng', None)
-        super().load_state_dict(state)
-        if rng is not None:
-            self.stream.set_state(rng)
 
     def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
         path = interp_filename(run_dir, cur_nimg)

@@ -156,3 +156,25 @@ class PrivateStream:
 
     def set_state(self, state) -> None:
         self.generator.set_state(torch.as_tensor(state, dtype=torch.uint8))
+
+
+class PrivateStreamState:
+    """Mixin for a loss plug-in that draws from `self.stream` (a PrivateStream): its state rides in the
+    loss's state_dict under `stream_state_key`, so a resumed run continues the same draws.
+
+    List it before the loss base class (`class MyLoss(PrivateStreamState, StyleGAN2Loss)`).
+    """
+
+    stream_state_key: str = None
+
+    def state_dict(self):
+        state = super().state_dict()
+        state[self.stream_state_key] = self.stream.get_state()
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        stream_state = state.pop(self.stream_state_key, None)
+        super().load_state_dict(state)
+        if stream_state is not None:
+            self.stream.set_state(stream_state)
