@@ -19,7 +19,6 @@ import sys
 import time
 
 import numpy as np
-import PIL.Image
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +27,7 @@ sys.path.insert(0, REPO)
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
 from metrics import metric_main, metric_utils  # noqa: E402
-from stylegan2_ada_mixdl.interp import images_to_grid, save_interpolation_strip  # noqa: E402
+from stylegan2_ada_mixdl.interp import images_to_grid, latents_for_seeds, save_grid, save_interpolation_strip  # noqa: E402
 
 PIXEL_METRICS = ['pix_div1k', 'pix_smooth1k', 'pix_modes500']
 LPIPS_METRICS = ['lpips_div1k', 'ppl_smooth1k', 'modes500']
@@ -165,7 +164,7 @@ def nearest_real_panel(G, reals, seeds=NEAREST_SEEDS, cols=NEAREST_COLS):
     assert reals.shape[1:] == (G.img_channels, G.img_resolution, G.img_resolution), \
         f'training images {tuple(reals.shape[1:])} do not match G output {(G.img_channels, G.img_resolution, G.img_resolution)}'
     device = next(G.parameters()).device
-    z = torch.from_numpy(np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])).float()  # generate.py convention
+    z = latents_for_seeds(seeds, G.z_dim)
     fakes = G(z.to(device), torch.zeros(len(seeds), G.c_dim, device=device), truncation_psi=1, noise_mode='const')
     fakes = fakes.float().clamp(-1, 1).cpu()
     real = reals.to(torch.float32) / 127.5 - 1
@@ -180,7 +179,7 @@ def nearest_real_panel(G, reals, seeds=NEAREST_SEEDS, cols=NEAREST_COLS):
 
 def save_nearest_real_panel(G, dataset_kwargs, path):
     grid, best, rms = nearest_real_panel(G, load_reals(dataset_kwargs))
-    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+    save_grid(grid, path)
     return dict(nearest_distinct=int(best.unique().numel()), nearest_rms_mean=float(rms.mean()))
 
 

@@ -10,9 +10,10 @@ DEFAULT_SEED_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7))
 DEFAULT_STEPS = 8
 
 
-def _latent_for_seed(seed: int, z_dim: int) -> np.ndarray:
-    # Same convention as generate.py: one RandomState per seed, so strips are comparable across runs.
-    return np.random.RandomState(seed).randn(z_dim)
+def latents_for_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """float32 [len(seeds), z_dim] on the CPU: generate.py's z for each seed (one RandomState per seed),
+    so strips and panels show the same images as `generate.py --seeds` across runs and tools."""
+    return torch.from_numpy(np.stack([np.random.RandomState(int(seed)).randn(z_dim) for seed in seeds])).float()
 
 
 @torch.no_grad()
@@ -29,7 +30,7 @@ def interpolation_images(G, seed_pairs: Sequence[Tuple[int, int]] = DEFAULT_SEED
         raise ValueError('Give at least one seed pair, e.g. ((0, 1),)')
     device = next(iter(G.parameters())).device
     seeds = np.asarray(seed_pairs, dtype=np.int64).reshape(-1)
-    z = torch.from_numpy(np.stack([_latent_for_seed(int(s), G.z_dim) for s in seeds])).float().to(device)
+    z = latents_for_seeds(seeds, G.z_dim).to(device)
     labels = torch.zeros(len(seeds), G.c_dim, device=device)
     if c is not None:
         labels[:] = c.to(device)
@@ -49,10 +50,15 @@ def images_to_grid(images: torch.Tensor) -> np.ndarray:
     return grid.numpy()
 
 
+def save_grid(grid: np.ndarray, path: str) -> None:
+    """Write an images_to_grid result as a PNG (grayscale when it has one channel)."""
+    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+
+
 def save_interpolation_strip(G, path: str, **kwargs) -> np.ndarray:
     """Render interpolation_images(G, **kwargs) as one PNG (one row per seed pair). Returns the grid."""
     grid = images_to_grid(interpolation_images(G, **kwargs))
-    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+    save_grid(grid, path)
     return grid
 
 

@@ -71,6 +71,10 @@ def test_save_nearest_panel_reads_the_training_set_from_snapshot_kwargs(tmp_path
         PIL.Image.fromarray(rng.randint(0, 256, size=(16, 16, 3)).astype(np.uint8)).save(folder / f'{i}.png')
     kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=str(folder), use_labels=False, max_size=5,
                   xflip=True, resolution=16)
+    reals = compare.load_reals(kwargs)
+    assert reals.shape == (5, 3, 16, 16) and reals.dtype == torch.uint8  # stored images only: no x-flipped copies
+    stored = {np.asarray(PIL.Image.open(folder / f'{i}.png')).tobytes() for i in range(5)}
+    assert {image.permute(1, 2, 0).numpy().tobytes() for image in reals} == stored
     path = tmp_path / 'panel.png'
     summary = compare.save_nearest_real_panel(G, kwargs, str(path))
     assert PIL.Image.open(path).size == (8 * 16, 4 * 16)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan2_ada_mixdl.interp import images_to_grid, interp_filename, interpolation_images
+from stylegan2_ada_mixdl.interp import images_to_grid, interp_filename, interpolation_images, latents_for_seeds
 
 
 class _LinearToyGenerator(torch.nn.Module):
@@ -47,3 +47,11 @@ def test_bad_arguments_and_file_name():
     with pytest.raises(ValueError, match='at least 2 steps'):
         interpolation_images(_LinearToyGenerator(), steps=1)
     assert interp_filename('run', 4000) == 'run/fakes-interp-000004.png'
+
+
+def test_latents_for_seeds_follow_generate_py():
+    z = latents_for_seeds([3, 0, 3], z_dim=5)
+    assert z.dtype == torch.float32 and z.shape == (3, 5)
+    np.testing.assert_array_equal(z[0].numpy(), np.random.RandomState(3).randn(5).astype(np.float32))
+    np.testing.assert_array_equal(z[1].numpy(), np.random.RandomState(0).randn(5).astype(np.float32))
+    assert torch.equal(z[0], z[2])
