@@ -271,20 +271,16 @@ def _augmentation_section(opts, cfg):
     elif mode == 'diffaug':
         cfg.augment_p = 1.0  # DiffAugment augments every image, as in its paper
 
-    if opts.p is not None:
-        if mode != 'fixed':
-            _fail('--p only applies to --aug=fixed')
-        if not 0 <= opts.p <= 1:
-            _fail(f'--p={opts.p:g} is not a probability; use a value in [0, 1]')
-        parts.append(f'-p{opts.p:g}')
-        cfg.augment_p = opts.p
-    if opts.target is not None:
-        if mode != 'ada':
-            _fail('--target only applies to --aug=ada')
-        if not 0 <= opts.target <= 1:
-            _fail(f'--target={opts.target:g} is out of range; use a value in [0, 1]')
-        parts.append(f'-target{opts.target:g}')
-        cfg.ada_target = opts.target
+    for name, applies_to, setting in (('p', 'fixed', 'augment_p'), ('target', 'ada', 'ada_target')):
+        value = opts[name]
+        if value is None:
+            continue
+        if mode != applies_to:
+            _fail(f'--{name} only applies to --aug={applies_to}')
+        if not 0 <= value <= 1:
+            _fail(f'--{name}={value:g} is out of range; use a value in [0, 1]')
+        parts.append(f'-{name}{value:g}')
+        cfg[setting] = value
     if opts.augpipe is not None:
         if mode in ('noaug', 'diffaug'):
             _fail(f'--augpipe has no effect with --aug={mode}; drop it or use --aug=ada/fixed')

@@ -51,6 +51,9 @@ def last_line(result):
     (['--gpus=2', '--batch=5'], '--batch=5 is not divisible by --gpus=2'),
     (['--aug=fixed'], '--aug=fixed needs --p'),
     (['--p=0.3'], '--p only applies to --aug=fixed'),
+    (['--aug=fixed', '--p=1.5'], '--p=1.5 is out of range; use a value in [0, 1]'),
+    (['--aug=noaug', '--target=0.7'], '--target only applies to --aug=ada'),
+    (['--target=-0.1'], '--target=-0.1 is out of range; use a value in [0, 1]'),
     (['--aug=noaug', '--augpipe=bg'], '--augpipe has no effect with --aug=noaug'),
     (['--cond=1'], '--cond=True requires labels specified in dataset.json'),
     (['--subset=99'], '--subset=99 is out of range'),
@@ -90,6 +93,8 @@ def test_presets_and_run_naming(tmp_path, data16):
     assert config.G_kwargs.synthesis_kwargs.channel_base == 16384 and config.G_kwargs.mapping_kwargs.num_layers == 2
     assert config.G_kwargs.synthesis_kwargs.num_fp16_res == 0  # CPU runs in fp32
     assert config.ada_target == 0.6 and config.augment_kwargs.class_name == 'training.augment.AugmentPipe'
+    desc, config = config_for(f'--data={data16}', '--device=cpu', '--metrics=none', '--target=0.7')
+    assert desc.endswith('-target0.7') and config.ada_target == 0.7 and 'augment_p' not in config
 
     desc, config = config_for(f'--data={data16}', '--device=cpu', '--cfg=fewshot')
     assert desc.endswith('-fewshot')
