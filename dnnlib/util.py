@@ -15,6 +15,35 @@ import urllib.parse
 import uuid
 
 # ------------------------------------------------------------------------------------------------
+# Writing files.
+
+
+def write_atomically(path, write_fn, mode='wb'):
+    """Call write_fn(handle) on a temporary file beside `path`, then rename it into place.
+
+    Readers never see a half-written file: a crash, a full disk or an exception inside `write_fn`
+    leaves the previous file (or none) at `path`, and the temporary is removed. The temporary lives
+    in the same folder so that the final rename stays on one file system and is atomic.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(handle, mode) as f:
+            write_fn(f)
+        os.chmod(temp_path, 0o666 & ~_current_umask())  # mkstemp makes files private; match open()
+        os.replace(temp_path, path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ------------------------------------------------------------------------------------------------
 # Attribute dictionaries.
 
 

@@ -20,6 +20,7 @@ from torch_utils import misc
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
+from training.image_grid import write_image_grid
 
 #----------------------------------------------------------------------------
 
@@ -60,21 +61,6 @@ def pick_grid_reals(training_set, random_seed=0):
 
     images, labels = zip(*[training_set[int(i)] for i in picks])
     return (gw, gh), np.stack(images), np.stack(labels)
-
-
-def write_image_grid(images, path, drange, grid_size):
-    """Tile images [gw*gh, C, H, W] (values in `drange`) into one 8-bit PNG."""
-    low, high = drange
-    images = np.asarray(images, dtype=np.float32)
-    images = np.rint((images - low) * (255 / (high - low))).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
-    num, channels, height, width = images.shape
-    assert num == gw * gh, f'{num} images do not fill a {gw}x{gh} grid'
-    assert channels in (1, 3), f'cannot save {channels}-channel images'
-    tiled = images.reshape(gh, gw, channels, height, width).transpose(0, 3, 1, 4, 2)
-    tiled = tiled.reshape(gh * height, gw * width, channels)
-    mode = 'L' if channels == 1 else 'RGB'
-    PIL.Image.fromarray(tiled[:, :, 0] if channels == 1 else tiled, mode).save(path)
 
 
 @torch.no_grad()

@@ -177,3 +177,20 @@ def test_list_and_copy_files(tmp_path):
     assert sorted(rel for _, rel in listed) == ['a.py', os.path.join('sub', 'b.py')]
     util.copy_files_and_create_dirs([(abs_path, str(tmp_path / 'dst' / rel)) for abs_path, rel in listed])
     assert (tmp_path / 'dst' / 'sub' / 'b.py').read_text() == 'b'
+
+
+def test_write_atomically_replaces_whole_file_and_cleans_up_on_failure(tmp_path):
+    path = tmp_path / 'out.bin'
+    dnnlib.util.write_atomically(str(path), lambda f: f.write(b'first'))
+    assert path.read_bytes() == b'first'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file open() makes
+
+    def fail_midway(f):
+        f.write(b'half')
+        raise OSError(28, 'No space left on device')
+    with pytest.raises(OSError, match='No space'):
+        dnnlib.util.write_atomically(str(path), fail_midway)
+    assert path.read_bytes() == b'first'
+    assert sorted(os.listdir(tmp_path)) == ['out.bin']
