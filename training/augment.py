@@ -106,6 +106,11 @@ def _turn3d(axis, angle, like):
         [0, 0, 0, 1],
     ], like)
 
+# Public names, for code that builds these transforms from explicit parameters instead of random draws.
+batched_matrix = _batched_matrix
+shift2d, stretch2d, turn2d = _shift2d, _stretch2d, _turn2d
+shift3d, stretch3d, turn3d = _shift3d, _stretch3d, _turn3d
+
 #----------------------------------------------------------------------------
 
 class _RandomSource:
@@ -157,6 +162,61 @@ def _reflect_pad(images, left, right, top, bottom):
         images = F.pad(images, step, mode='reflect')
         left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
     return images
+
+#----------------------------------------------------------------------------
+
+def apply_color_matrix(images, color):
+    """Apply colour matrices [N, 4, 4] (acting on homogeneous RGB) to images [N, C, H, W], C = 1 or 3."""
+    batch, channels, height, width = images.shape
+    color = color.to(images.dtype)
+    flat = images.reshape(batch, channels, height * width)
+    if channels == 3:
+        flat = color[:, :3, :3] @ flat + color[:, :3, 3:]
+    else:
+        # A single grey channel follows the average of the RGB rows applied to grey = (v, v, v).
+        mean_row = color[:, :3, :].mean(dim=1, keepdim=True)
+        flat = flat * mean_row[:, :, :3].sum(dim=2, keepdim=True) + mean_row[:, :, 3:]
+    return flat.reshape(batch, channels, height, width)
+
+def warp_images(images, out_to_in, resample_filter, filter_delay):
+    """Warp images [N, C, H, W] by output-to-input pixel mappings [N, 3, 3] (centred pixel units).
+
+    Reflect-pads as far as the warp reaches, then samples bilinearly at twice the resolution with
+    `resample_filter` (from upfirdn2d.setup_filter) whose centre of mass lies `filter_delay` fine pixels
+    off its midpoint. AugmentPipe passes its Hz_geom and geom_delay.
+    """
+    batch, channels, height, width = images.shape
+    filter_reach = resample_filter.shape[0] // 4
+    half_w, half_h = (width - 1) / 2, (height - 1) / 2
+
+    # Reflect-pad just enough that the warped output plus the filter support stays inside real data.
+    corners = misc.constant(np.array([[-half_w, -half_h, 1], [half_w, -half_h, 1], [half_w, half_h, 1], [-half_w, half_h, 1]]).T,
+        dtype=torch.float32, device=images.device)
+    landed = out_to_in @ corners                                    # [N, 3, 4]
+    extents = torch.stack([-landed[:, 0].max(), -landed[:, 1].max(), landed[:, 0].max(), landed[:, 1].max()])
+    extents = extents + misc.constant(np.array([2 * filter_reach - half_w, 2 * filter_reach - half_h] * 2), dtype=torch.float32, device=images.device)
+    left, top, right, bottom = [int(math.ceil(min(max(value, 0), limit)))
+        for value, limit in zip(extents.tolist(), [width - 1, height - 1] * 2)]
+    images = _reflect_pad(images, left, right, top, bottom)
+    out_to_in = _shift2d((left - right) / 2, (top - bottom) / 2, out_to_in[:, 0, 0]) @ out_to_in
+
+    # Work at twice the resolution; the same delay compensation applies to both sides of the warp.
+    images = upfirdn2d.upsample2d(x=images, f=resample_filter, up=2)
+    like = out_to_in[:, 0, 0]
+    to_fine = _shift2d(filter_delay, filter_delay, like) @ _stretch2d(2, 2, like)
+    from_fine = _stretch2d(0.5, 0.5, like) @ _shift2d(-filter_delay, -filter_delay, like)
+    out_to_in = to_fine @ out_to_in @ from_fine
+
+    # affine_grid works in [-1, 1] coordinates of the source (input) and target (output) grids.
+    target_shape = [batch, channels, (height + filter_reach * 2) * 2, (width + filter_reach * 2) * 2]
+    pixels_to_source = _stretch2d(2 / images.shape[3], 2 / images.shape[2], like)
+    target_to_pixels = _stretch2d(target_shape[3] / 2, target_shape[2] / 2, like)
+    theta = (pixels_to_source @ out_to_in @ target_to_pixels)[:, :2, :]
+    grid = F.affine_grid(theta=theta.to(images.dtype), size=target_shape, align_corners=False)
+    images = grid_sample_gradfix.grid_sample(images, grid)
+
+    # Back to the original resolution, cropping the filter margin in the same pass.
+    return upfirdn2d.downsample2d(x=images, f=resample_filter, down=2, padding=-filter_reach * 2, flip_filter=True)
 
 #----------------------------------------------------------------------------
 
@@ -282,39 +342,7 @@ class AugmentPipe(torch.nn.Module):
         return out_to_in if enabled else None
 
     def _resample(self, images, out_to_in):
-        """Warp images by the output-to-input mapping with 2x-oversampled bilinear sampling."""
-        batch, channels, height, width = images.shape
-        filter_reach = self.Hz_geom.shape[0] // 4
-        half_w, half_h = (width - 1) / 2, (height - 1) / 2
-
-        # Reflect-pad just enough that the warped output plus the filter support stays inside real data.
-        corners = misc.constant(np.array([[-half_w, -half_h, 1], [half_w, -half_h, 1], [half_w, half_h, 1], [-half_w, half_h, 1]]).T,
-            dtype=torch.float32, device=images.device)
-        landed = out_to_in @ corners                                    # [N, 3, 4]
-        extents = torch.stack([-landed[:, 0].max(), -landed[:, 1].max(), landed[:, 0].max(), landed[:, 1].max()])
-        extents = extents + misc.constant(np.array([2 * filter_reach - half_w, 2 * filter_reach - half_h] * 2), dtype=torch.float32, device=images.device)
-        left, top, right, bottom = [int(math.ceil(min(max(value, 0), limit)))
-            for value, limit in zip(extents.tolist(), [width - 1, height - 1] * 2)]
-        images = _reflect_pad(images, left, right, top, bottom)
-        out_to_in = _shift2d((left - right) / 2, (top - bottom) / 2, out_to_in[:, 0, 0]) @ out_to_in
-
-        # Work at twice the resolution; the same delay compensation applies to both sides of the warp.
-        images = upfirdn2d.upsample2d(x=images, f=self.Hz_geom, up=2)
-        like = out_to_in[:, 0, 0]
-        to_fine = _shift2d(self.geom_delay, self.geom_delay, like) @ _stretch2d(2, 2, like)
-        from_fine = _stretch2d(0.5, 0.5, like) @ _shift2d(-self.geom_delay, -self.geom_delay, like)
-        out_to_in = to_fine @ out_to_in @ from_fine
-
-        # affine_grid works in [-1, 1] coordinates of the source (input) and target (output) grids.
-        target_shape = [batch, channels, (height + filter_reach * 2) * 2, (width + filter_reach * 2) * 2]
-        pixels_to_source = _stretch2d(2 / images.shape[3], 2 / images.shape[2], like)
-        target_to_pixels = _stretch2d(target_shape[3] / 2, target_shape[2] / 2, like)
-        theta = (pixels_to_source @ out_to_in @ target_to_pixels)[:, :2, :]
-        grid = F.affine_grid(theta=theta.to(images.dtype), size=target_shape, align_corners=False)
-        images = grid_sample_gradfix.grid_sample(images, grid)
-
-        # Back to the original resolution, cropping the filter margin in the same pass.
-        return upfirdn2d.downsample2d(x=images, f=self.Hz_geom, down=2, padding=-filter_reach * 2, flip_filter=True)
+        return warp_images(images, out_to_in, self.Hz_geom, self.geom_delay)
 
     def _color_transform(self, draws, like, num_channels):
         """Colour matrix [N, 4, 4] acting on homogeneous RGB, or None if no colour transform is enabled."""
@@ -397,15 +425,7 @@ class AugmentPipe(torch.nn.Module):
 
         color = self._color_transform(draws, images, channels)
         if color is not None:
-            color = color.to(images.dtype)
-            flat = images.reshape(batch, channels, height * width)
-            if channels == 3:
-                flat = color[:, :3, :3] @ flat + color[:, :3, 3:]
-            else:
-                # A single grey channel follows the average of the RGB rows applied to grey = (v, v, v).
-                mean_row = color[:, :3, :].mean(dim=1, keepdim=True)
-                flat = flat * mean_row[:, :, :3].sum(dim=2, keepdim=True) + mean_row[:, :, 3:]
-            images = flat.reshape(batch, channels, height, width)
+            images = apply_color_matrix(images, color)
 
         if self.imgfilter > 0:
             images = self._band_filter(images, self._band_gains(draws, images))
