@@ -18,24 +18,35 @@ from torch_utils.ops import grid_sample_gradfix
 from torch_utils.ops import upfirdn2d
 
 #----------------------------------------------------------------------------
-# Preset pipelines selected by train.py --augpipe. Each entry lists the multipliers set to 1.
+# Preset pipelines selected by train.py --augpipe. A preset switches on (multiplier 1) every
+# transform of the groups it names, in this order; all other multipliers stay 0.
 
-_BLIT = dict(xflip=1, rotate90=1, xint=1)
-_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
-_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+_AUGMENT_GROUPS = {
+    'blit':   ('xflip', 'rotate90', 'xint'),
+    'geom':   ('scale', 'rotate', 'aniso', 'xfrac'),
+    'color':  ('brightness', 'contrast', 'lumaflip', 'hue', 'saturation'),
+    'filter': ('imgfilter',),
+    'noise':  ('noise',),
+    'cutout': ('cutout',),
+}
+
+_PRESET_GROUPS = {
+    'blit':   ('blit',),
+    'geom':   ('geom',),
+    'color':  ('color',),
+    'filter': ('filter',),
+    'noise':  ('noise',),
+    'cutout': ('cutout',),
+    'bg':     ('blit', 'geom'),
+    'bgc':    ('blit', 'geom', 'color'),
+    'bgcf':   ('blit', 'geom', 'color', 'filter'),
+    'bgcfn':  ('blit', 'geom', 'color', 'filter', 'noise'),
+    'bgcfnc': ('blit', 'geom', 'color', 'filter', 'noise', 'cutout'),
+}
 
 augpipe_specs = {
-    'blit':   dict(_BLIT),
-    'geom':   dict(_GEOM),
-    'color':  dict(_COLOR),
-    'filter': dict(imgfilter=1),
-    'noise':  dict(noise=1),
-    'cutout': dict(cutout=1),
-    'bg':     dict(**_BLIT, **_GEOM),
-    'bgc':    dict(**_BLIT, **_GEOM, **_COLOR),
-    'bgcf':   dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
-    'bgcfn':  dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
-    'bgcfnc': dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
+    preset: {transform: 1 for group in groups for transform in _AUGMENT_GROUPS[group]}
+    for preset, groups in _PRESET_GROUPS.items()
 }
 
 #----------------------------------------------------------------------------
@@ -227,6 +238,20 @@ class AugmentPipe(torch.nn.Module):
     Call with float images [N, C, H, W] (C = 1 or 3, any range; training uses [-1, 1]); returns the
     same shape and dtype, differentiable w.r.t. the images. The buffer `p` is the strength that the
     ADA heuristic adjusts during training.
+
+    Multipliers (0 disables a transform; 1 applies it with probability p):
+      pixel blitting: xflip (horizontal mirror), rotate90 (quarter turns), xint (whole-pixel shift);
+      geometry: scale (isotropic), rotate (any angle), aniso (stretch along a random axis),
+        xfrac (sub-pixel shift);
+      colour: brightness (add), contrast (multiply), lumaflip (invert luma), hue (rotate about the
+        grey axis), saturation (scale away from the grey axis);
+      imgfilter (random gain on each of four octave bands); noise (additive Gaussian); cutout
+        (blank a square).
+    Magnitudes: xint_max and xfrac_std are fractions of the image side; scale_std, aniso_std,
+    contrast_std, saturation_std and imgfilter_std are standard deviations of log2 factors;
+    rotate_max and hue_max are in units of pi radians; brightness_std is in image units;
+    noise_std scales a half-normal noise level; cutout_size is the square's side as a fraction of
+    the image; imgfilter_bands marks (non-zero) the bands that imgfilter may change.
     """
 
     def __init__(self,
@@ -239,43 +264,20 @@ class AugmentPipe(torch.nn.Module):
         super().__init__()
         self.register_buffer('p', torch.ones([]))   # Overall strength, set by the training loop.
 
-        # Pixel blitting (integer-exact in principle, executed by the shared resampler).
-        self.xflip = float(xflip)                   # Probability multiplier for horizontal flip.
-        self.rotate90 = float(rotate90)             # Probability multiplier for rotation by a multiple of 90 degrees.
-        self.xint = float(xint)                     # Probability multiplier for integer translation.
-        self.xint_max = float(xint_max)             # Largest integer translation, as a fraction of image size.
-
-        # General geometry.
-        self.scale = float(scale)                   # Probability multiplier for isotropic scaling.
-        self.rotate = float(rotate)                 # Probability multiplier for arbitrary rotation.
-        self.aniso = float(aniso)                   # Probability multiplier for anisotropic scaling.
-        self.xfrac = float(xfrac)                   # Probability multiplier for fractional translation.
-        self.scale_std = float(scale_std)           # Std of log2 of the isotropic scale.
-        self.rotate_max = float(rotate_max)         # Largest rotation, in units of pi radians.
-        self.aniso_std = float(aniso_std)           # Std of log2 of the anisotropic scale.
-        self.xfrac_std = float(xfrac_std)           # Std of the fractional translation, as a fraction of image size.
-
-        # Colour.
-        self.brightness = float(brightness)         # Probability multiplier for brightness offset.
-        self.contrast = float(contrast)             # Probability multiplier for contrast scaling.
-        self.lumaflip = float(lumaflip)             # Probability multiplier for luma inversion.
-        self.hue = float(hue)                       # Probability multiplier for hue rotation.
-        self.saturation = float(saturation)         # Probability multiplier for saturation scaling.
-        self.brightness_std = float(brightness_std) # Std of the brightness offset.
-        self.contrast_std = float(contrast_std)     # Std of log2 of the contrast factor.
-        self.hue_max = float(hue_max)               # Largest hue rotation, in units of pi radians.
-        self.saturation_std = float(saturation_std) # Std of log2 of the saturation factor.
-
-        # Image-space filtering.
-        self.imgfilter = float(imgfilter)           # Probability multiplier for per-band amplification.
-        self.imgfilter_bands = [float(gain) for gain in imgfilter_bands] # Which of the 4 octave bands may be touched.
-        self.imgfilter_std = float(imgfilter_std)   # Std of log2 of each band's amplification.
-
-        # Corruptions.
-        self.noise = float(noise)                   # Probability multiplier for additive Gaussian noise.
-        self.cutout = float(cutout)                 # Probability multiplier for cutout.
-        self.noise_std = float(noise_std)           # Scale of the (half-normal) noise std.
-        self.cutout_size = float(cutout_size)       # Side of the cutout square, as a fraction of image size.
+        # Every multiplier and magnitude is stored as a float attribute of the same name; the
+        # class docstring says what each one means.
+        settings = dict(
+            xflip=xflip, rotate90=rotate90, xint=xint, xint_max=xint_max,
+            scale=scale, rotate=rotate, aniso=aniso, xfrac=xfrac,
+            scale_std=scale_std, rotate_max=rotate_max, aniso_std=aniso_std, xfrac_std=xfrac_std,
+            brightness=brightness, contrast=contrast, lumaflip=lumaflip, hue=hue, saturation=saturation,
+            brightness_std=brightness_std, contrast_std=contrast_std, hue_max=hue_max, saturation_std=saturation_std,
+            imgfilter=imgfilter, imgfilter_std=imgfilter_std,
+            noise=noise, cutout=cutout, noise_std=noise_std, cutout_size=cutout_size,
+        )
+        for attribute, value in settings.items():
+            setattr(self, attribute, float(value))
+        self.imgfilter_bands = list(map(float, imgfilter_bands))
 
         # Resampling filter for geometric transforms; 12 taps, so setup_filter keeps it separable.
         self.register_buffer('Hz_geom', upfirdn2d.setup_filter(_SYM6_LOWPASS))
