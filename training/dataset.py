@@ -137,33 +137,44 @@ class Dataset(torch.utils.data.Dataset):
 
     @property
     def image_shape(self):
+        """[C, H, W] of one item."""
         return list(self._stored_shape[1:])
+
+    def _square_side(self):
+        """(channels, side) of the stored images, which are CHW and square by construction."""
+        channels, height, width = self.image_shape
+        if height != width:
+            raise DatasetError(f'{self._name}: images are {width}x{height}, not square')
+        return channels, height
 
     @property
     def num_channels(self):
-        assert len(self.image_shape) == 3 # CHW
-        return self.image_shape[0]
+        """1 for grayscale, 3 for RGB."""
+        return self._square_side()[0]
 
     @property
     def resolution(self):
-        assert len(self.image_shape) == 3 # CHW
-        assert self.image_shape[1] == self.image_shape[2]
-        return self.image_shape[1]
+        """Side of the square images in pixels."""
+        return self._square_side()[1]
 
     @property
     def label_shape(self):
+        """[num_classes] for class ids (one-hot width), [D] for label vectors, [0] without labels."""
         if self._label_width is None:
             labels = self._all_labels()
-            if labels.dtype == np.int64:
-                self._label_width = [int(labels.max()) + 1 if labels.size else 0]
+            onehot = labels.dtype == np.int64
+            if onehot:
+                width = [int(labels.max()) + 1] if labels.size else [0]
             else:
-                self._label_width = list(labels.shape[1:])
+                width = list(labels.shape[1:])
+            self._label_width = width
         return list(self._label_width)
 
     @property
     def label_dim(self):
-        assert len(self.label_shape) == 1
-        return self.label_shape[0]
+        """Length of the label vector handed to the networks (c_dim)."""
+        (width,) = self.label_shape
+        return width
 
     @property
     def has_labels(self):
