@@ -29,18 +29,22 @@ class DetectorUnavailableError(RuntimeError):
     """A metric needs a detector file that is neither on disk nor downloadable."""
 
 
+def _default_device(rank):
+    """This rank's GPU when CUDA is available, else the CPU."""
+    return torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+
+
 class MetricOptions:
     """Everything one metric evaluation needs; created per call by metric_main.calc_metric."""
 
     def __init__(self, G=None, G_kwargs={}, dataset_kwargs={}, num_gpus=1, rank=0, device=None, progress=None, cache=True,
                  detector_dir=None, item_cap=None, num_workers=3, seed=0):
         assert 0 <= rank < num_gpus, f'rank {rank} is outside 0..{num_gpus - 1}'
-        self.G = G
-        self.G_kwargs = dnnlib.EasyDict(G_kwargs)
-        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs)
-        self.num_gpus = num_gpus
-        self.rank = rank
-        self.device = device if device is not None else torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+        self.num_gpus, self.rank = num_gpus, rank
+        self.device = _default_device(rank) if device is None else device
+        self.G = G                                              # generator to evaluate (None for dataset-only metrics)
+        self.G_kwargs = dnnlib.EasyDict(G_kwargs)               # extra keyword arguments for G's forward
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs)   # how to construct the real-image dataset
         self.progress = progress            # optional callable(tag, done, total); None keeps the metric silent
         self.cache = cache                  # reuse dataset feature statistics stored on disk
         self.detector_dir = detector_dir    # None: $SG2MIXDL_DETECTOR_DIR, then the dnnlib cache
@@ -247,56 +251,76 @@ def inception_spatial_features(detector, images):
 #----------------------------------------------------------------------------
 # Feature statistics.
 
+def _gather_interleaved(x, num_gpus):
+    """Rows of `x` from every rank, ordered row 0 of rank 0, row 0 of rank 1, ..., row 1 of rank 0, ..."""
+    if num_gpus == 1:
+        return x
+    per_rank = [torch.empty_like(x) for _ in range(num_gpus)]
+    torch.distributed.all_gather(per_rank, x)
+    return torch.stack(per_rank, dim=1).flatten(0, 1)
+
+
 class FeatureStats:
-    """Running sums for mean/covariance and/or every feature vector; pickles to the same fields as upstream."""
+    """Collects feature rows: all of them (capture_all), float64 sums for mean and covariance
+    (capture_mean_cov), or both, up to max_items rows.
+
+    The attribute names below are the on-disk format of cached dataset statistics (a pickled
+    __dict__, readable by upstream tools), so they stay as they are.
+    """
 
     def __init__(self, capture_all=False, capture_mean_cov=False, max_items=None):
-        self.capture_all = capture_all
-        self.capture_mean_cov = capture_mean_cov
-        self.max_items = max_items
+        self.capture_all = capture_all              # keep every row (KID, precision/recall, ...)
+        self.capture_mean_cov = capture_mean_cov    # keep sum(x) and sum(x^T x) in float64 (FID)
+        self.max_items = max_items                  # rows beyond this count are dropped (None: no cap)
         self.num_items = 0
-        self.num_features = None
-        self.all_features = None
-        self.raw_mean = None
-        self.raw_cov = None
+        self._allocate(None)
+
+    def _allocate(self, width):
+        """Empty storage for rows of `width` features (None: width not known yet)."""
+        self.num_features = width
+        known = width is not None
+        self.all_features = [] if known else None
+        self.raw_mean = np.zeros([width], dtype=np.float64) if known else None
+        self.raw_cov = np.zeros([width, width], dtype=np.float64) if known else None
 
     def set_num_features(self, num_features):
-        if self.num_features is not None:
-            assert num_features == self.num_features, f'feature size changed from {self.num_features} to {num_features}'
-            return
-        self.num_features = num_features
-        self.all_features = []
-        self.raw_mean = np.zeros([num_features], dtype=np.float64)
-        self.raw_cov = np.zeros([num_features, num_features], dtype=np.float64)
+        """Fix the row width on first use; every later batch must have the same width."""
+        if self.num_features is None:
+            self._allocate(num_features)
+        assert self.num_features == num_features, f'feature size changed from {self.num_features} to {num_features}'
+
+    def _room_left(self):
+        """How many more rows are accepted, or None without a cap."""
+        if self.max_items is None:
+            return None
+        return max(self.max_items - self.num_items, 0)
 
     def is_full(self):
-        return self.max_items is not None and self.num_items >= self.max_items
+        room = self._room_left()
+        return room is not None and room == 0
 
     def append(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        assert x.ndim == 2, f'features must be [N, D], got shape {x.shape}'
-        if self.max_items is not None:
-            x = x[:max(self.max_items - self.num_items, 0)]
-            if x.shape[0] == 0:
+        rows = np.asarray(x, dtype=np.float32)
+        assert rows.ndim == 2, f'features must be [N, D], got shape {rows.shape}'
+        room = self._room_left()
+        if room is not None:
+            rows = rows[:room]
+            if len(rows) == 0:
                 return
-        self.set_num_features(x.shape[1])
-        self.num_items += x.shape[0]
+        self.set_num_features(rows.shape[1])
+        self.num_items += len(rows)
         if self.capture_all:
-            self.all_features.append(x)
+            self.all_features.append(rows)
         if self.capture_mean_cov:
-            wide = x.astype(np.float64)
-            self.raw_mean += wide.sum(axis=0)
-            self.raw_cov += wide.T @ wide
+            as_f64 = rows.astype(np.float64)
+            self.raw_mean += as_f64.sum(axis=0)
+            self.raw_cov += as_f64.T @ as_f64
 
     def append_torch(self, x, num_gpus=1, rank=0):
         """Append a torch batch; with several GPUs every rank receives all ranks' rows, interleaved by rank."""
         assert isinstance(x, torch.Tensor) and x.ndim == 2, 'features must be a [N, D] tensor'
         assert 0 <= rank < num_gpus
-        if num_gpus > 1:
-            pieces = [torch.empty_like(x) for _ in range(num_gpus)]
-            torch.distributed.all_gather(pieces, x)
-            x = torch.stack(pieces, dim=1).flatten(0, 1)
-        self.append(x.detach().cpu().numpy())
+        self.append(_gather_interleaved(x, num_gpus).detach().cpu().numpy())
 
     def get_all(self):
         assert self.capture_all, 'FeatureStats was created without capture_all'
@@ -308,23 +332,25 @@ class FeatureStats:
         return torch.from_numpy(self.get_all())
 
     def get_mean_cov(self):
+        """Mean [D] and (biased, divide-by-N) covariance [D, D] of the collected rows."""
         assert self.capture_mean_cov, 'FeatureStats was created without capture_mean_cov'
         assert self.num_items > 0, 'no features were collected'
-        mean = self.raw_mean / self.num_items
-        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
-        return mean, cov
+        count = self.num_items
+        mean = self.raw_mean / count
+        second_moment = self.raw_cov / count
+        return mean, second_moment - np.outer(mean, mean)
 
     def save(self, pkl_file):
-        with open(pkl_file, 'wb') as f:
-            pickle.dump(self.__dict__, f)
+        """Write the statistics to `pkl_file` (atomically: a crash leaves no half-written cache)."""
+        dnnlib.util.write_atomically(pkl_file, lambda stream: pickle.dump(self.__dict__, stream))
 
     @staticmethod
     def load(pkl_file):
-        with open(pkl_file, 'rb') as f:
-            fields = dnnlib.EasyDict(pickle.load(f))
-        stats = FeatureStats(capture_all=fields.capture_all, max_items=fields.max_items)
-        stats.__dict__.update(fields)
-        return stats
+        with open(pkl_file, 'rb') as stream:
+            fields = dict(pickle.load(stream))
+        restored = FeatureStats()
+        restored.__dict__.update(fields)
+        return restored
 
 #----------------------------------------------------------------------------
 # Datasets and generators as sources of images.
