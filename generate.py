@@ -13,6 +13,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import devices
 
 _SYNTHESIS_BATCH = 8        # images per synthesis call; bounds memory for long interpolations
 _DEFAULT_VIDEO_STEPS = 24   # frames per seed pair in --video when --interp is not given
@@ -51,12 +52,10 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def _pick_device(choice):
-    if choice == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu or auto',
-                                 param_hint='--device')
-    if choice == 'auto':
-        choice = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(choice)
+    try:
+        return devices.pick_device(choice)
+    except devices.DeviceUnavailableError as error:
+        raise click.BadParameter(str(error), param_hint='--device') from None
 
 
 def _load_generator(network_pkl, device):
@@ -164,7 +163,7 @@ def _write_video(frames, path, fps):
 @click.option('--video', type=str, help='Write a looping W interpolation through the seeds (.gif, or .mp4 with '
               'imageio-ffmpeg), relative to --outdir', metavar='FILE')
 @click.option('--fps', type=click.IntRange(min=1), default=24, show_default=True, help='Frames per second for --video')
-@click.option('--device', 'device_choice', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
+@click.option('--device', 'device_choice', type=click.Choice(devices.DEVICE_CHOICES), default='auto',
               show_default=True, help='Where to run the generator')
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, grid, interp,
                     video, fps, device_choice):
@@ -204,7 +203,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         return
 
     z = torch.from_numpy(np.concatenate([np.random.RandomState(seed).randn(1, G.z_dim) for seed in seeds]))
-    z = z.to(device=device, dtype=torch.float32)
+    z = z.to(torch.float32).to(device)  # cast on the CPU first: MPS has no float64
     labels = _labels(G, class_idx, len(seeds), device)
     ws = G.mapping(z, labels, truncation_psi=truncation_psi)
 
