@@ -204,7 +204,7 @@ def warp_images(images, out_to_in, resample_filter, filter_delay):
     corners = misc.constant(np.array([[-half_w, -half_h, 1], [half_w, -half_h, 1], [half_w, half_h, 1], [-half_w, half_h, 1]]).T,
         dtype=torch.float32, device=images.device)
     landed = out_to_in @ corners                                    # [N, 3, 4]
-    extents = torch.stack([-landed[:, 0].max(), -landed[:, 1].max(), landed[:, 0].max(), landed[:, 1].max()])
+    extents = torch.stack([-landed[:, 0].min(), -landed[:, 1].min(), landed[:, 0].max(), landed[:, 1].max()])
     extents = extents + misc.constant(np.array([2 * filter_reach - half_w, 2 * filter_reach - half_h] * 2), dtype=torch.float32, device=images.device)
     left, top, right, bottom = [int(math.ceil(min(max(value, 0), limit)))
         for value, limit in zip(extents.tolist(), [width - 1, height - 1] * 2)]
