@@ -127,7 +127,7 @@ class Trainer:
                 module.requires_grad_(True)
             gen_z = torch.randn([batch, self.G.z_dim], device=self.device)
             gen_c = torch.zeros([batch, 0], device=self.device)
-            self.loss.accumulate_gradients(spec.name, real_img, gen_c, gen_z, gen_c, sync=True, gain=spec.interval)
+            self.loss.accumulate_gradients(spec.name, real_img, gen_c, gen_z, gen_c, gain=spec.interval)
             for module in modules:
                 module.requires_grad_(False)
             opt.step()

@@ -195,8 +195,7 @@ class AdaptiveMixLoss(PrivateStreamState, StyleGAN2Loss):
         noise = torch.randn(shape, device=device, generator=self.stream.device_generator(device))
         return noise * self.adaptivemix_sigma
 
-    def run_D(self, img, c, sync=True):
-        del sync
+    def run_D(self, img, c):
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         batch = img.shape[0]
@@ -212,10 +211,10 @@ class AdaptiveMixLoss(PrivateStreamState, StyleGAN2Loss):
                 self.add_discriminator_term(out.ada_loss * self.adaptivemix_weight)
         return out.logits
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
         self.current_phase = phase
         try:
-            super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+            super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain)
         finally:
             self.current_phase = None
 

@@ -116,22 +116,22 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
 
     # --- Phases -------------------------------------------------------------------------------
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
         if phase not in self._TERMS_BY_PHASE:
             raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
         if not self.is_mixdl_minibatch() or phase in ('Greg', 'Dreg'):
-            return super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+            return super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain)
         batch = gen_z.shape[0]
         if real_img.shape[0] != batch:
             raise ValueError(f'MixDL pairs reals with fakes: got {real_img.shape[0]} reals and {batch} latents')
         if phase in ('Gmain', 'Gboth'):
-            self._generator_mixdl(phase, gen_z, gen_c, sync, gain)
+            self._generator_mixdl(phase, gen_z, gen_c, gain)
             if phase == 'Gboth':
-                super().accumulate_gradients('Greg', real_img, real_c, gen_z, gen_c, sync, gain)
+                super().accumulate_gradients('Greg', real_img, real_c, gen_z, gen_c, gain)
         else:
-            self._discriminator_mixdl(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+            self._discriminator_mixdl(phase, real_img, real_c, gen_z, gen_c, gain)
             if phase == 'Dboth':
-                super().accumulate_gradients('Dreg', real_img, real_c, gen_z, gen_c, sync, gain)
+                super().accumulate_gradients('Dreg', real_img, real_c, gen_z, gen_c, gain)
 
     def generator_terms(self, gen_z, gen_c, coefs, distance=True, patch=True):
         """Unweighted MixDL generator terms for one chunk: {'G_dist': 0-d, 'G_patch': [B]} (those asked for)."""
@@ -191,10 +191,10 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
                 total = total + weight * terms[name].mean()
         return total
 
-    def _generator_mixdl(self, phase, gen_z, gen_c, sync, gain):
+    def _generator_mixdl(self, phase, gen_z, gen_c, gain):
         if not self.patch_discrimination:
             # Ordinary full-image adversarial term; the distance term is added below.
-            super().accumulate_gradients('Gmain', None, None, gen_z, gen_c, sync, gain)
+            super().accumulate_gradients('Gmain', None, None, gen_z, gen_c, gain)
             if self.lambda_G == 0:
                 return
         with torch.autograd.profiler.record_function('Gmixdl_forward'):
@@ -206,9 +206,9 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         with torch.autograd.profiler.record_function('Gmixdl_backward'):
             total.mul(gain).backward()
 
-    def _discriminator_mixdl(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+    def _discriminator_mixdl(self, phase, real_img, real_c, gen_z, gen_c, gain):
         if not self.patch_discrimination:
-            super().accumulate_gradients('Dmain', real_img, real_c, gen_z, gen_c, sync, gain)
+            super().accumulate_gradients('Dmain', real_img, real_c, gen_z, gen_c, gain)
             if self.lambda_D == 0:
                 return
         with torch.autograd.profiler.record_function('Dmixdl_forward'):

@@ -66,11 +66,11 @@ class Loss:
         """Told the index of the minibatch about to run (0, 1, 2, ... continuing across resumes)."""
         self.batch_idx = int(batch_idx)
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
         """Add this phase's gradients for one batch_gpu chunk into `.grad` (call `.backward()`).
 
         real_img [N, C, H, W] float in [-1, 1]; real_c [N, c_dim]; gen_z [N, z_dim]; gen_c [N, c_dim].
-        sync: True on the last chunk of the phase. gain: multiply the loss by this (lazy reg.).
+        gain: multiply the loss by this (lazy regularisation interval / gradient-accumulation rounds).
         """
         raise NotImplementedError
 
@@ -176,9 +176,8 @@ class StyleGAN2Loss(Loss):
 
     # --- Network evaluation -------------------------------------------------------------------
 
-    def run_G(self, z, c, sync=True):
+    def run_G(self, z, c):
         """Generate images; returns (img [N, C, H, W], ws [N, num_ws, w_dim])."""
-        del sync  # gradients are averaged by the loop after each phase, not by DDP hooks
         ws = self.G_mapping(z, c)
         if self.style_mixing_prob > 0:
             ws = self._mix_styles(ws, z, c)
@@ -196,9 +195,8 @@ class StyleGAN2Loss(Loss):
         from_other = torch.arange(num_ws, device=ws.device) >= crossover
         return torch.where(from_other[None, :, None], other_ws, ws)
 
-    def run_D(self, img, c, sync=True):
+    def run_D(self, img, c):
         """Discriminator logits [N, 1] for images, after augmentation when a pipe is set."""
-        del sync
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c)
@@ -223,7 +221,7 @@ class StyleGAN2Loss(Loss):
 
     # --- Phases -------------------------------------------------------------------------------
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
         if phase not in self._TERMS_BY_PHASE:
             raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
         terms = set(self._TERMS_BY_PHASE[phase])
@@ -234,20 +232,20 @@ class StyleGAN2Loss(Loss):
             terms.discard('D_r1')
 
         if 'G_adv' in terms:
-            self._generator_adversarial(phase, gen_z, gen_c, sync, gain)
+            self._generator_adversarial(phase, gen_z, gen_c, gain)
         if 'G_pl' in terms:
-            self._path_length(phase, gen_z, gen_c, sync, gain)
+            self._path_length(phase, gen_z, gen_c, gain)
         fake_term = None
         if 'D_adv' in terms:
             fake_term = self._discriminator_fakes(phase, gen_z, gen_c, gain)
         if 'D_adv' in terms or 'D_r1' in terms:
-            self._discriminator_reals(phase, real_img, real_c, sync, gain, fake_term,
+            self._discriminator_reals(phase, real_img, real_c, gain, fake_term,
                                       adversarial='D_adv' in terms, r1='D_r1' in terms)
 
-    def _generator_adversarial(self, phase, gen_z, gen_c, sync, gain):
+    def _generator_adversarial(self, phase, gen_z, gen_c, gain):
         with torch.autograd.profiler.record_function('G_adversarial_fwd'):
-            fake_img, _ = self.run_G(gen_z, gen_c, sync=sync)
-            fake_logits = self.run_D(fake_img, gen_c, sync=False)
+            fake_img, _ = self.run_G(gen_z, gen_c)
+            fake_logits = self.run_D(fake_img, gen_c)
             training_stats.report('Loss/scores/fake', fake_logits)
             training_stats.report('Loss/signs/fake', fake_logits.sign())
             g_loss = F.softplus(-fake_logits)  # -log(sigmoid(logits))
@@ -264,10 +262,10 @@ class StyleGAN2Loss(Loss):
             (grad_ws,) = torch.autograd.grad(outputs=[(fake_img * direction).sum()], inputs=[ws], create_graph=True)
         return grad_ws.square().sum(dim=2).mean(dim=1).sqrt()
 
-    def _path_length(self, phase, gen_z, gen_c, sync, gain):
+    def _path_length(self, phase, gen_z, gen_c, gain):
         with torch.autograd.profiler.record_function('G_path_length_fwd'):
             num = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
-            fake_img, ws = self.run_G(gen_z[:num], gen_c[:num], sync=sync)
+            fake_img, ws = self.run_G(gen_z[:num], gen_c[:num])
             lengths = self.path_length_terms(fake_img, ws)
             # The updated mean keeps its graph (as in StyleGAN2), so the penalty also pulls on it.
             updated_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)
@@ -283,8 +281,8 @@ class StyleGAN2Loss(Loss):
 
     def _discriminator_fakes(self, phase, gen_z, gen_c, gain):
         with torch.autograd.profiler.record_function('D_fakes_fwd'):
-            fake_img, _ = self.run_G(gen_z, gen_c, sync=False)
-            fake_logits = self.run_D(fake_img, gen_c, sync=False)
+            fake_img, _ = self.run_G(gen_z, gen_c)
+            fake_logits = self.run_D(fake_img, gen_c)
             training_stats.report('Loss/scores/fake', fake_logits)
             training_stats.report('Loss/signs/fake', fake_logits.sign())
             d_fake = F.softplus(fake_logits)  # -log(1 - sigmoid(logits))
@@ -299,10 +297,10 @@ class StyleGAN2Loss(Loss):
             (grad_x,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img], create_graph=True)
         return grad_x.square().sum(dim=[1, 2, 3])
 
-    def _discriminator_reals(self, phase, real_img, real_c, sync, gain, fake_term, adversarial, r1):
+    def _discriminator_reals(self, phase, real_img, real_c, gain, fake_term, adversarial, r1):
         with torch.autograd.profiler.record_function('D_reals_fwd'):
             reals = real_img.detach().requires_grad_(r1)
-            real_logits = self.run_D(reals, real_c, sync=sync)
+            real_logits = self.run_D(reals, real_c)
             training_stats.report('Loss/scores/real', real_logits)
             training_stats.report('Loss/signs/real', real_logits.sign())
             total = real_logits * 0

@@ -542,10 +542,10 @@ def training_loop(
                 module.requires_grad_(True)
             # Dividing the gain by the number of rounds makes --batch-gpu pure gradient accumulation.
             gain = phase.interval / num_rounds
-            for round_idx, (round_img, round_c, round_z, round_gen_c) in enumerate(
-                    zip(real_img, real_c, phase_z.split(batch_gpu), phase_c.split(batch_gpu))):
+            for round_img, round_c, round_z, round_gen_c in zip(real_img, real_c, phase_z.split(batch_gpu),
+                                                                phase_c.split(batch_gpu)):
                 loss.accumulate_gradients(phase=phase.name, real_img=round_img, real_c=round_c, gen_z=round_z,
-                                          gen_c=round_gen_c, sync=(round_idx == num_rounds - 1), gain=gain)
+                                          gen_c=round_gen_c, gain=gain)
             for module in phase.modules:
                 module.requires_grad_(False)
             with torch.autograd.profiler.record_function(phase.name + '_opt'):

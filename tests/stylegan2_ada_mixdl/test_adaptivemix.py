@@ -201,7 +201,7 @@ def run_phase(loss, phase, network, gain=1):
         module.requires_grad_(True)
     collector = training_stats.Collector(regex='Loss/.*', keep_previous=False)
     torch.manual_seed(0)
-    loss.accumulate_gradients(phase, sync=True, gain=gain, **phase_inputs())
+    loss.accumulate_gradients(phase, gain=gain, **phase_inputs())
     collector.update()
     return collector
 

@@ -105,7 +105,7 @@ def test_patch_heads_get_gradients_only_on_mixdl_minibatches():
     for batch_idx in (1, 2):
         _all_trainable(D, loss.extras)
         loss.begin_minibatch(batch_idx)
-        loss.accumulate_gradients('Dmain', sync=True, gain=1, **inputs)
+        loss.accumulate_gradients('Dmain', gain=1, **inputs)
         head_grads[batch_idx] = {n for n in _nonzero(_grads(loss.extras)) if n.startswith('patch.')}
     assert head_grads[1] == set()
     assert head_grads[2] == {'patch.b8_conv1.weight', 'patch.b8_conv1.bias'}
@@ -113,7 +113,7 @@ def test_patch_heads_get_gradients_only_on_mixdl_minibatches():
     G.requires_grad_(True)
     D.requires_grad_(False)
     loss.extras.requires_grad_(False)
-    loss.accumulate_gradients('Gmain', sync=True, gain=1, **inputs)
+    loss.accumulate_gradients('Gmain', gain=1, **inputs)
     assert _nonzero(_grads(G))
 
 
@@ -130,7 +130,7 @@ def test_all_terms_off_matches_baseline_gradients_exactly():
             # R1 once is enough to show the regulariser path is shared; it is the slow part on CPU.
             for phase, trainable in (('Gmain', G), ('Dmain', D)) + ((('Dreg', D),) if batch_idx == 0 else ()):
                 _all_trainable(trainable)
-                loss.accumulate_gradients(phase, sync=True, gain=1, **inputs)
+                loss.accumulate_gradients(phase, gain=1, **inputs)
                 grads[(batch_idx, phase)] = {n: g.clone() for n, g in _grads(trainable).items() if g is not None}
                 trainable.requires_grad_(False)
         results.append(grads)
@@ -152,7 +152,7 @@ def test_mixdl_phases_report_their_terms(patch):
     loss.begin_minibatch(0)
     for phase, trainable in (('Gboth', [G]), ('Dboth', [D, loss.extras])):
         _all_trainable(*trainable)
-        loss.accumulate_gradients(phase, sync=True, gain=1, **inputs)
+        loss.accumulate_gradients(phase, gain=1, **inputs)
         for module in trainable:
             module.requires_grad_(False)
     collector.update()
@@ -163,7 +163,8 @@ def test_mixdl_phases_report_their_terms(patch):
     assert (patch_names <= names) == patch
     assert ('Loss/G/loss' in names) == (not patch)  # the ordinary adversarial term only without patches
     assert 'Loss/signs/real' in names  # ADA keeps its statistic either way
-    for name in names:
+    # Only MixDL's own names: a NaN another test reported under a shared name stays in that name's running sum.
+    for name in {n for n in names if n.startswith('Loss/mixdl/')}:
         assert torch.isfinite(torch.tensor(collector.mean(name)))
     assert loss.first_nonfinite_phase() is None
 

@@ -68,7 +68,7 @@ def test_r1_matches_closed_form():
     labels = torch.zeros(6, 0)
     loss.D.requires_grad_(True)
 
-    stats = collect(lambda: loss.accumulate_gradients('Dreg', reals, labels, torch.randn(6, Z_DIM), labels, True, gain),
+    stats = collect(lambda: loss.accumulate_gradients('Dreg', reals, labels, torch.randn(6, Z_DIM), labels, gain),
                     'Loss/(r1_penalty|D/reg)')
 
     # Closed form: grad_x D = U^T (v * (1 - tanh^2(Ux))), penalty = |grad_x D|^2 per sample.
@@ -96,7 +96,7 @@ def test_path_length_matches_closed_form():
     loss.G_synthesis.requires_grad_(True)
 
     torch.manual_seed(7)
-    stats = collect(lambda: loss.accumulate_gradients('Greg', None, None, z, labels, True, gain), 'Loss/(pl_penalty|G/reg)')
+    stats = collect(lambda: loss.accumulate_gradients('Greg', None, None, z, labels, gain), 'Loss/(pl_penalty|G/reg)')
 
     # Same direction y the loss drew: the toy networks consume no randomness before it.
     torch.manual_seed(7)
@@ -119,7 +119,7 @@ def test_path_length_matches_closed_form():
 
     # Second call lerps from the stored mean.
     first_mean = loss.pl_mean.item()
-    loss.accumulate_gradients('Greg', None, None, z, labels, True, gain)
+    loss.accumulate_gradients('Greg', None, None, z, labels, gain)
     assert loss.pl_mean.item() != first_mean
     assert loss.state_dict()['pl_mean'].item() == pytest.approx(loss.pl_mean.item())
 
@@ -130,7 +130,7 @@ def test_adversarial_terms_and_reports():
     z = torch.randn(4, Z_DIM)
     labels = torch.zeros(4, 0)
     loss.D.requires_grad_(True)
-    stats = collect(lambda: loss.accumulate_gradients('Dboth', reals, labels, z, labels, True, 1), 'Loss/.*')
+    stats = collect(lambda: loss.accumulate_gradients('Dboth', reals, labels, z, labels, 1), 'Loss/.*')
     with torch.no_grad():
         fake_logits = loss.D(loss.G_synthesis(loss.G_mapping(z, labels)), labels)
         real_logits = loss.D(reals, labels)
@@ -142,7 +142,7 @@ def test_adversarial_terms_and_reports():
 
     loss.D.requires_grad_(False)
     loss.G_synthesis.requires_grad_(True)
-    stats = collect(lambda: loss.accumulate_gradients('Gmain', reals, labels, z, labels, True, 1), 'Loss/G/loss')
+    stats = collect(lambda: loss.accumulate_gradients('Gmain', reals, labels, z, labels, 1), 'Loss/G/loss')
     assert stats.mean('Loss/G/loss') == pytest.approx(F.softplus(-fake_logits).mean().item(), rel=1e-5)
     assert loss.G_synthesis.A.grad is not None and loss.D.v.grad is not None
 
@@ -169,11 +169,11 @@ def test_nonfinite_guard_names_the_phase():
     loss = make_loss(r1_gamma=0)
     labels = torch.zeros(2, 0)
     loss.D.requires_grad_(True)
-    loss.accumulate_gradients('Dmain', torch.randn(2, C, H, W), labels, torch.randn(2, Z_DIM), labels, True, 1)
+    loss.accumulate_gradients('Dmain', torch.randn(2, C, H, W), labels, torch.randn(2, Z_DIM), labels, 1)
     assert loss.first_nonfinite_phase() is None
     with torch.no_grad():
         loss.D.v.fill_(float('nan'))
-    loss.accumulate_gradients('Dmain', torch.randn(2, C, H, W), labels, torch.randn(2, Z_DIM), labels, True, 1)
+    loss.accumulate_gradients('Dmain', torch.randn(2, C, H, W), labels, torch.randn(2, Z_DIM), labels, 1)
     assert loss.first_nonfinite_phase() == 'Dmain'
     assert loss.first_nonfinite_phase() is None  # flags are cleared after reading
 
@@ -188,7 +188,7 @@ def test_phase_plan_and_plugin_defaults():
     assert loss.write_snapshot_images(None, '.', 0) == []
     assert Loss.cli_options() == [] and Loss.configure_from_cli({}, {}) == ''
     with pytest.raises(ValueError, match='Unknown phase'):
-        loss.accumulate_gradients('Gfoo', None, None, None, None, True, 1)
+        loss.accumulate_gradients('Gfoo', None, None, None, None, 1)
     fresh = make_loss()
     fresh.load_state_dict({'pl_mean': torch.tensor(1.5)})
     assert fresh.pl_mean.item() == 1.5
@@ -201,8 +201,8 @@ class QueuingLoss(StyleGAN2Loss):
 
     term_weight = 0.7
 
-    def run_D(self, img, c, sync=True):
-        logits = super().run_D(img, c, sync)
+    def run_D(self, img, c):
+        logits = super().run_D(img, c)
         self.add_discriminator_term(self.term_weight * logits.squeeze(1).square())
         return logits
 
@@ -214,7 +214,7 @@ def test_discriminator_terms_join_the_loss_of_their_D_call():
     reals, z, labels, gain = torch.randn(4, C, H, W), torch.randn(4, Z_DIM), torch.zeros(4, 0), 3
     loss.run_D(reals, labels)  # made outside any phase: must not leak into the next phase's loss
     loss.D.requires_grad_(True)
-    loss.accumulate_gradients('Dmain', reals, labels, z, labels, True, gain)
+    loss.accumulate_gradients('Dmain', reals, labels, z, labels, gain)
     got = [loss.D.U.grad.clone(), loss.D.v.grad.clone()]
 
     with torch.no_grad():

@@ -157,8 +157,8 @@ class ToyPluginLoss(StyleGAN2Loss):
         self.seen_batches.append(batch_idx)
         self.odd_steps += batch_idx % 2
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
-        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
+        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain)
         if phase == 'Dmain' and self.batch_idx % 2 == 1:  # every 2nd minibatch is special
             pooled = real_img.mean(dim=[2, 3])
             extra = self.head(pooled).square().mean()
@@ -218,8 +218,8 @@ def test_toy_plugin_module_is_optimised_saved_and_restored(tmp_path, image_dir):
 class PoisonedLoss(StyleGAN2Loss):
     """Reports a NaN D loss on the third minibatch."""
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
-        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
+        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain)
         if phase == 'Dmain' and self.batch_idx == 2:
             self.watch_finite(phase, torch.tensor(float('nan')))
 
