@@ -1,18 +1,18 @@
 """Small shared helpers: attribute dicts, logging tee, cache paths, URL opening with a download cache, lookup by name."""
 
+import contextlib
 import fnmatch
 import glob
 import hashlib
 import importlib
-import io
 import os
 import re
 import shutil
 import sys
 import tempfile
+import time
 import types
 import urllib.parse
-import uuid
 
 # ------------------------------------------------------------------------------------------------
 # Writing files.
@@ -357,46 +357,115 @@ def _name_from_content_disposition(header):
     return urllib.parse.unquote(match.group(1)) if match else None
 
 
-def _fetch_url_bytes(url, verbose):
-    """Download one URL into memory; returns (bytes, suggested file name). Follows Google Drive's confirm page."""
-    import requests  # Imported lazily so unpickling networks never needs it.
+# Known SHA-256 digests (or hex prefixes of them) of downloadable files, by URL. open_url checks a
+# download against the entry for its URL and refuses to cache a file that differs. Add an entry only
+# for a digest taken from the publisher; callers can also pass sha256= themselves.
+KNOWN_SHA256 = {}
 
-    with requests.Session() as session:
-        if verbose:
-            print(f'Downloading {url} ...', end='', flush=True)
-        target = url
-        for _ in range(3):  # the original URL, then at most two confirmation pages
-            response = session.get(target, timeout=(15, 120))
-            response.raise_for_status()
-            payload = response.content
-            content_type = response.headers.get('content-type', '')
-            if 'text/html' not in content_type or len(payload) > 8192 * 16:
-                break
-            page = payload.decode('utf-8', errors='replace')
-            if 'drive.google' not in target and 'Google Drive' not in page:
-                break
-            if 'download quota' in page.lower():
-                raise OSError('Google Drive download quota exceeded; try again later')
-            confirm = re.search(r'href="(/uc\?export=download[^"]+)"', page) or \
-                re.search(r'action="([^"]+)"', page)
-            if confirm is None:
-                break
-            target = requests.compat.urljoin(target, confirm.group(1).replace('&amp;', '&'))
-        name = _name_from_content_disposition(response.headers.get('content-disposition'))
-        if verbose:
-            print(' done')
-        return payload, _safe_file_name(name) if name else _default_cache_file_name(url)
+_DOWNLOAD_CHUNK = 1 << 20        # bytes per read while streaming a download to disk
+_PROGRESS_INTERVAL = 0.5         # seconds between progress-line redraws
 
 
 class DownloadError(OSError):
     """A URL could not be fetched; the message says where to place the file by hand."""
 
 
-def open_url(url, cache_dir=None, num_attempts=10, verbose=True, return_filename=False, cache=True):
+class HashMismatchError(DownloadError):
+    """A download finished but its SHA-256 digest differs from the known one; nothing was cached."""
+
+
+@contextlib.contextmanager
+def _stream_url(url):
+    """Open `url` for streaming: yields (suggested file name, size in bytes or None, iterator of byte chunks).
+
+    Follows Google Drive's "cannot scan for viruses" confirmation page (at most twice). Only a small HTML
+    page is ever read into memory; the file itself arrives chunk by chunk.
+    """
+    import requests  # Imported lazily so unpickling networks never needs it.
+
+    with requests.Session() as session:
+        target = url
+        for _ in range(3):  # the original URL, then at most two confirmation pages
+            response = session.get(target, stream=True, timeout=(15, 120))
+            response.raise_for_status()
+            size = response.headers.get('content-length')
+            size = int(size) if size and size.isdigit() else None
+            small_page = 'text/html' in response.headers.get('content-type', '') and (size or 0) <= 8192 * 16
+            if not small_page:
+                break
+            page = response.content
+            text = page.decode('utf-8', errors='replace')
+            if 'drive.google' not in target and 'Google Drive' not in text:
+                response = None
+                break
+            if 'download quota' in text.lower():
+                raise OSError('Google Drive download quota exceeded; try again later')
+            confirm = re.search(r'href="(/uc\?export=download[^"]+)"', text) or re.search(r'action="([^"]+)"', text)
+            if confirm is None:
+                response = None
+                break
+            target = requests.compat.urljoin(target, confirm.group(1).replace('&amp;', '&'))
+        if response is None:     # an ordinary small HTML file: it is the download
+            headers, chunks, size = {}, iter([page]), len(page)
+        else:
+            headers, chunks = response.headers, response.iter_content(chunk_size=_DOWNLOAD_CHUNK)
+        name = _name_from_content_disposition(headers.get('content-disposition'))
+        yield (_safe_file_name(name) if name else _default_cache_file_name(url)), size, chunks
+
+
+class _ProgressLine:
+    """'Downloading NAME: 12.3 / 360.0 MB (3%)', redrawn in place on a terminal; silent otherwise."""
+
+    def __init__(self, name, size, enabled):
+        self.name, self.size = name, size
+        self.enabled = enabled and sys.stderr.isatty() and sys.stdout.isatty()
+        self.last_draw = 0.0
+
+    def update(self, done, final=False):
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last_draw < _PROGRESS_INTERVAL):
+            return
+        self.last_draw = now
+        text = f'Downloading {self.name}: {done / 1e6:.1f}'
+        text += f' / {self.size / 1e6:.1f} MB ({100 * done // max(self.size, 1)}%)' if self.size else ' MB'
+        sys.stderr.write('\r' + text + ('\n' if final else ''))
+        sys.stderr.flush()
+
+
+def _copy_stream(url, stream, handle, verbose, expected_sha256):
+    """Write the chunks of `stream` (from _stream_url) to the open binary file `handle`.
+
+    Raises OSError when the stream ends before its announced size and HashMismatchError when the digest
+    differs from `expected_sha256` (a hex prefix of any length).
+    """
+    file_name, size, chunks = stream
+    digest = hashlib.sha256()
+    progress = _ProgressLine(file_name, size, verbose)
+    done = 0
+    for chunk in chunks:
+        handle.write(chunk)
+        digest.update(chunk)
+        done += len(chunk)
+        progress.update(done)
+    progress.update(done, final=True)
+    if size is not None and done != size:
+        raise OSError(f'the download stopped after {done} of {size} bytes')
+    actual = digest.hexdigest()
+    if expected_sha256 and not actual.startswith(expected_sha256.lower()):
+        raise HashMismatchError(f'{url} has SHA-256 {actual}, which does not start with the expected '
+                                f'{expected_sha256}; the file was not kept (the server may have changed it, or '
+                                f'the transfer was corrupted)')
+
+
+def open_url(url, cache_dir=None, num_attempts=10, verbose=True, return_filename=False, cache=True, sha256=None):
     """Open a local path, file:// URL or http(s) URL for binary reading (or return its local file name).
 
-    HTTP(S) results are cached as <cache_dir>/<md5(url)>_<name>, cache_dir defaulting to
-    make_cache_dir_path('downloads'); a cached file is used without touching the network.
+    HTTP(S) downloads stream to a temporary file in the cache folder, are checked against `sha256` (a
+    hex prefix; default: KNOWN_SHA256[url] when present) and are then renamed into place as
+    <cache_dir>/<md5(url)>_<name>, cache_dir defaulting to make_cache_dir_path('downloads'). A failed
+    or interrupted download leaves nothing behind; a cached file is used without touching the network.
+    With cache=False the download goes to an anonymous temporary file, returned open at its start.
+    On a terminal a progress line is drawn on stderr.
     """
     if num_attempts < 1:
         raise ValueError('open_url: num_attempts must be at least 1')
@@ -411,40 +480,48 @@ def open_url(url, cache_dir=None, num_attempts=10, verbose=True, return_filename
 
     if cache_dir is None:
         cache_dir = make_cache_dir_path('downloads')
+    if sha256 is None:
+        sha256 = KNOWN_SHA256.get(url)
     key = _url_cache_key(url)
     if cache:
         hits = sorted(glob.glob(os.path.join(glob.escape(cache_dir), key + '_*')))
         hits = [path for path in hits if os.path.isfile(path)]
         if hits:
             return hits[0] if return_filename else open(hits[0], 'rb')
+        os.makedirs(cache_dir, exist_ok=True)
 
-    payload = file_name = last_error = None
+    last_error = None
     for attempt in range(num_attempts):
+        if verbose:
+            print(f'Downloading {url} ...', flush=True)
         try:
-            payload, file_name = _fetch_url_bytes(url, verbose)
-            break
+            with _stream_url(url) as stream:
+                if not cache:
+                    handle = tempfile.TemporaryFile()
+                    try:
+                        _copy_stream(url, stream, handle, verbose, sha256)
+                    except BaseException:
+                        handle.close()
+                        raise
+                    handle.seek(0)
+                    return handle
+                # The temporary name starts with '.', so the cache lookup above never matches it.
+                final_path = os.path.join(cache_dir, f'{key}_{stream[0]}')
+                write_atomically(final_path, lambda f: _copy_stream(url, stream, f, verbose, sha256))
+            return final_path if return_filename else open(final_path, 'rb')
+        except HashMismatchError:
+            raise  # the same bytes would arrive again
         except Exception as error:  # network stacks raise many unrelated types; all mean "retry or give up"
             last_error = error
             if verbose:
-                print(f' failed (attempt {attempt + 1}/{num_attempts}: {type(error).__name__})')
+                print(f'Download failed (attempt {attempt + 1}/{num_attempts}: {type(error).__name__}: {error})')
             if _is_connection_failure(error):
                 # Offline or unreachable host: retrying immediately will not change the answer.
                 break
-    if payload is None:
-        expected = os.path.join(cache_dir, f'{key}_{_default_cache_file_name(url)}')
-        raise DownloadError(f'Could not download {url} ({type(last_error).__name__}: {last_error}). '
-                            f'If this machine is offline, fetch the file elsewhere and save it as {expected} '
-                            f'(or pass a local path instead of the URL).') from last_error
-
-    if not cache:
-        return io.BytesIO(payload)
-    os.makedirs(cache_dir, exist_ok=True)
-    final_path = os.path.join(cache_dir, f'{key}_{file_name}')
-    partial_path = os.path.join(cache_dir, f'partial-{uuid.uuid4().hex}_{file_name}')
-    with open(partial_path, 'wb') as handle:
-        handle.write(payload)
-    os.replace(partial_path, final_path)  # atomic, so readers never see half a file
-    return final_path if return_filename else open(final_path, 'rb')
+    expected = os.path.join(cache_dir, f'{key}_{_default_cache_file_name(url)}')
+    raise DownloadError(f'Could not download {url} ({type(last_error).__name__}: {last_error}). '
+                        f'If this machine is offline, fetch the file elsewhere and save it as {expected} '
+                        f'(or pass a local path instead of the URL).') from last_error
 
 
 def _is_connection_failure(error):

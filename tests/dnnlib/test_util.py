@@ -1,7 +1,7 @@
 """Tests for dnnlib.util: EasyDict, cache paths, open_url (local, file://, cache, offline), names, Logger."""
 
+import contextlib
 import hashlib
-import io
 import os
 import pathlib
 import pickle
@@ -75,7 +75,7 @@ def test_is_url():
 def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError('the network must not be touched')
-    monkeypatch.setattr(util, '_fetch_url_bytes', refuse)
+    monkeypatch.setattr(util, '_stream_url', refuse)
 
 
 def test_open_url_local_path_and_file_url(tmp_path, no_network):
@@ -105,10 +105,11 @@ def test_open_url_cache_hit_never_touches_network(tmp_path, no_network):
 def test_open_url_downloads_into_cache_via_rename(tmp_path, monkeypatch):
     calls = []
 
-    def fake_fetch(url, verbose):
+    @contextlib.contextmanager
+    def fake_stream(url):
         calls.append(url)
-        return b'fresh', 'net.pkl'
-    monkeypatch.setattr(util, '_fetch_url_bytes', fake_fetch)
+        yield 'net.pkl', 5, iter([b'fre', b'sh'])
+    monkeypatch.setattr(util, '_stream_url', fake_stream)
     url = 'https://example.invalid/net.pkl'
     path = util.open_url(url, cache_dir=str(tmp_path), return_filename=True, verbose=False)
     assert path == str(tmp_path / f'{hashlib.md5(url.encode()).hexdigest()}_net.pkl')
@@ -116,8 +117,8 @@ def test_open_url_downloads_into_cache_via_rename(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no partial file left behind
     util.open_url(url, cache_dir=str(tmp_path), verbose=False).close()
     assert calls == [url]
-    uncached = util.open_url(url, cache_dir=str(tmp_path / 'other'), cache=False, verbose=False)
-    assert isinstance(uncached, io.BytesIO) and uncached.read() == b'fresh'
+    with util.open_url(url, cache_dir=str(tmp_path / 'other'), cache=False, verbose=False) as uncached:
+        assert uncached.read() == b'fresh'
     assert not (tmp_path / 'other').exists()
 
 
