@@ -1,0 +1,63 @@
+"""The small pieces of maths in AugIntAE (ICLR 2021 submission, sec. 3): spherical code mixing, the per-image
+balance between reconstruction and adversarial gradients (gamma), and the dynamic adversarial factor k."""
+
+import torch
+
+# Below this angle (radians) between two codes, SLERP is replaced by normalised LERP: the two agree
+# to within floating-point error there, and the sin(theta) division would not.
+PARALLEL_ANGLE = 1e-4
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha) -> torch.Tensor:
+    """Spherical interpolation of codes a, b [N, D] with weight alpha (scalar or [N]) on `a`.
+
+    The direction moves along the great circle from b (alpha = 0) to a (alpha = 1) at constant
+    angular speed; the length is the linear blend of the two lengths, so unit codes stay unit and
+    codes of length sqrt(D) stay that long. Endpoints are returned exactly. Nearly parallel pairs
+    (angle below PARALLEL_ANGLE) take the normalised LERP direction. Differentiable everywhere.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f'slerp expects two codes [N, D] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}')
+    alpha = torch.as_tensor(alpha, dtype=a.dtype, device=a.device)
+    alpha = alpha.reshape(-1, 1) if alpha.ndim == 1 else alpha
+    len_a, len_b = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    unit_a, unit_b = a / len_a, b / len_b
+    # The half-angle form is accurate for small and for large angles alike.
+    theta = 2 * torch.atan2((unit_a - unit_b).norm(dim=1, keepdim=True), (unit_a + unit_b).norm(dim=1, keepdim=True))
+    parallel = theta < PARALLEL_ANGLE
+    safe_theta = torch.where(parallel, torch.ones_like(theta), theta)
+    weight_a = torch.where(parallel, alpha, torch.sin(alpha * safe_theta) / torch.sin(safe_theta))
+    weight_b = torch.where(parallel, 1 - alpha, torch.sin((1 - alpha) * safe_theta) / torch.sin(safe_theta))
+    direction = weight_a * unit_a + weight_b * unit_b
+    direction = torch.where(parallel, direction / direction.norm(dim=1, keepdim=True), direction)
+    mixed = direction * (alpha * len_a + (1 - alpha) * len_b)
+    # Exact endpoints (the trigonometry above is only accurate to rounding).
+    mixed = torch.where(alpha == 1, a, mixed)
+    return torch.where(alpha == 0, b, mixed)
+
+
+def balance_gamma(recon_per_image: torch.Tensor, adv_per_image: torch.Tensor, images: torch.Tensor,
+                  eps: float = 1e-12) -> torch.Tensor:
+    """gamma [N] = ||d recon_i / d x_i|| / ||d adv_i / d x_i|| per image, detached.
+
+    recon_per_image, adv_per_image: [N] losses of the reconstructions `images` [N, C, H, W] (which
+    must be part of the autograd graph). Weighting the adversarial term of image i by gamma_i gives
+    its gradient w.r.t. that image the reconstruction gradient's norm, so it never outweighs it
+    (paper sec. 3, "gradient balancing"). Both gradients are taken with respect to the reconstructed
+    image, not the network weights: one extra backward pass to the image instead of one per layer.
+    """
+    grad_recon, = torch.autograd.grad(recon_per_image.sum(), [images], retain_graph=True)
+    grad_adv, = torch.autograd.grad(adv_per_image.sum(), [images], retain_graph=True)
+    norm_recon = grad_recon.flatten(1).norm(dim=1)
+    norm_adv = grad_adv.flatten(1).norm(dim=1)
+    return (norm_recon / (norm_adv + eps)).detach()
+
+
+def update_k(k: float, d_real_mean: float, d_fake_mean: float, rate: float = 0.001) -> float:
+    """k <- clip(k - rate * (1 - (mean D(real) - mean D(fake))), 0, 1)  (paper sec. 3).
+
+    With LSGAN targets 1 (real) and 0 (fake), a D that separates real from fake by less than 1 makes k
+    shrink, so G leans on reconstruction until D catches up; a wider gap lets k grow back to 1.
+    """
+    k = float(k) - float(rate) * (1.0 - (float(d_real_mean) - float(d_fake_mean)))
+    return min(max(k, 0.0), 1.0)
