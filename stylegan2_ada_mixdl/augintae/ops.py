@@ -36,20 +36,25 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha) -> torch.Tensor:
     return torch.where(alpha == 0, b, mixed)
 
 
-def balance_gamma(recon_per_image: torch.Tensor, adv_per_image: torch.Tensor, images: torch.Tensor,
-                  eps: float = 1e-12) -> torch.Tensor:
+def balance_gamma(recon_per_image: torch.Tensor, adv_per_image: torch.Tensor, images, eps: float = 1e-12) -> torch.Tensor:
     """gamma [N] = ||d recon_i / d x_i|| / ||d adv_i / d x_i|| per image, detached.
 
-    recon_per_image, adv_per_image: [N] losses of the reconstructions `images` [N, C, H, W] (which
-    must be part of the autograd graph). Weighting the adversarial term of image i by gamma_i gives
-    its gradient w.r.t. that image the reconstruction gradient's norm, so it never outweighs it
-    (paper sec. 3, "gradient balancing"). Both gradients are taken with respect to the reconstructed
-    image, not the network weights: one extra backward pass to the image instead of one per layer.
+    recon_per_image, adv_per_image: [N] losses of the reconstructions `images` [N, C, H, W] (part of
+    the autograd graph), or of several such tensors given as a sequence: then x_i is the i-th row of
+    all of them together and the norms run over all of them. Weighting the adversarial term of image
+    i by gamma_i gives its gradient w.r.t. that image the reconstruction gradient's norm, so it never
+    outweighs it (paper sec. 3, "gradient balancing"). Both gradients are taken with respect to the
+    reconstructed images, not the network weights: one extra backward pass to the images.
     """
-    grad_recon, = torch.autograd.grad(recon_per_image.sum(), [images], retain_graph=True)
-    grad_adv, = torch.autograd.grad(adv_per_image.sum(), [images], retain_graph=True)
-    norm_recon = grad_recon.flatten(1).norm(dim=1)
-    norm_adv = grad_adv.flatten(1).norm(dim=1)
+    images = [images] if isinstance(images, torch.Tensor) else list(images)
+
+    def per_row_norm(total):
+        grads = torch.autograd.grad(total, images, retain_graph=True, allow_unused=True)
+        squares = [g.flatten(1).square().sum(dim=1) for g in grads if g is not None]
+        return torch.stack(squares).sum(dim=0).sqrt() if squares else torch.zeros(len(images[0]), device=images[0].device)
+
+    norm_recon = per_row_norm(recon_per_image.sum())
+    norm_adv = per_row_norm(adv_per_image.sum())
     return (norm_recon / (norm_adv + eps)).detach()
 
 

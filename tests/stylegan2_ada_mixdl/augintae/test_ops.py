@@ -137,3 +137,17 @@ def test_decode_feeds_the_code_to_every_layer():
     images = enc.decode(G.synthesis, codes, noise_mode='const')
     ws = codes.unsqueeze(1).repeat(1, G.synthesis.num_ws, 1)
     assert torch.equal(images, G.synthesis(ws, noise_mode='const'))
+
+
+def test_gamma_over_several_image_tensors_balances_the_rows_jointly():
+    # IntAE: the reconstruction term sits on the seeds' reconstructions, the adversarial one on them and on mixes.
+    critic = tiny_critic()
+    source = torch.randn([3, 3, 8, 8], requires_grad=True)
+    recon_images, mixed_images = torch.tanh(source), torch.tanh(source.flip(0) * 0.5)
+    recon = (recon_images - 0.3).abs().flatten(1).mean(dim=1)
+    adv = (critic(recon_images).squeeze(1) - 1).square() + (critic(mixed_images).squeeze(1) - 1).square()
+    gamma = ops.balance_gamma(recon, adv, [recon_images, mixed_images])
+    grads_recon = torch.autograd.grad(recon.mean(), [recon_images, mixed_images], retain_graph=True, allow_unused=True)
+    grads_adv = torch.autograd.grad((gamma * adv).mean(), [recon_images, mixed_images], retain_graph=True)
+    joint = lambda grads: torch.stack([g.flatten(1).square().sum(dim=1) for g in grads if g is not None]).sum(dim=0).sqrt()
+    assert torch.allclose(joint(grads_adv), joint(grads_recon), rtol=1e-5)
