@@ -15,6 +15,7 @@ from . import kernel_inception_distance
 from . import metric_utils
 from . import perceptual_path_length
 from . import precision_recall
+from . import vgg_fidelity
 
 #----------------------------------------------------------------------------
 # Registry.
@@ -323,3 +324,21 @@ def modes500(opts):
 def pix_modes500(opts):
     _modes_dataset(opts)
     return dict(pix_modes500=fewshot.compute_modes(opts, num_gen=500, distance='pixel'))
+
+#----------------------------------------------------------------------------
+# Few-shot fidelity in VGG16 feature space, offline with the LPIPS-VGG weights. The real side is the full dataset
+# plus the x-flip of every image; not comparable with the Inception-based fid*/kid* or the fc7-based pr* numbers.
+
+@register_metric
+@_needs('lpips')
+def pr_vgg1k(opts):
+    _full_dataset(opts)
+    precision, recall = vgg_fidelity.compute_pr(opts, num_gen=1000, k=3)
+    return dict(pr_vgg1k_precision=precision, pr_vgg1k_recall=recall)
+
+
+@register_metric
+@_needs('lpips')
+def kid_vgg1k(opts):
+    _full_dataset(opts)
+    return dict(kid_vgg1k=vgg_fidelity.compute_kid(opts, num_gen=1000))
