@@ -79,10 +79,82 @@ def test_architecture_decides_which_rgb_and_skip_layers_exist():
     assert 'b16.skip.weight' in d_names['resnet'] and 'b16.skip.bias' not in d_names['resnet']
 
 #----------------------------------------------------------------------------
-# Names, shapes and sizes from the spec (3.3, 3.6).
+# The per-resolution plans that G and D are built from.
 
 
-def test_generator_parameter_and_buffer_names_match_spec_example():
+def test_synthesis_plan_widths_precision_and_w_split():
+    stages, num_ws = networks.synthesis_plan(64, channel_base=512, channel_max=64, num_fp16_res=2,
+                                             architecture='skip')
+    assert [s.resolution for s in stages] == [4, 8, 16, 32, 64]
+    assert [s.out_channels for s in stages] == [64, 64, 32, 16, 8]        # min(512 // res, 64)
+    assert [s.in_channels for s in stages] == [0, 64, 64, 32, 16]
+    assert [s.use_fp16 for s in stages] == [False, False, False, True, True]
+    assert [(s.num_conv, s.num_torgb) for s in stages] == [(1, 1)] + [(2, 1)] * 4
+    # Each block starts where the previous block's convs end; its toRGB shares the next conv0's w.
+    assert [s.first_w for s in stages] == [0, 1, 3, 5, 7]
+    assert num_ws == 10 == 2 * 6 - 2
+
+
+@pytest.mark.parametrize('arch', ['orig', 'resnet'])
+def test_synthesis_plan_only_the_last_block_has_torgb_without_skip(arch):
+    stages, num_ws = networks.synthesis_plan(32, architecture=arch)
+    assert [s.num_torgb for s in stages] == [0, 0, 0, 1]
+    assert num_ws == 8
+    # The last block reads the final two ws: conv1's and toRGB's.
+    assert stages[-1].first_w + stages[-1].num_conv + stages[-1].num_torgb == num_ws
+
+
+def test_fp16_never_reaches_4x4_and_counts_from_the_top():
+    stages, _ = networks.synthesis_plan(32, num_fp16_res=10)
+    assert [s.use_fp16 for s in stages] == [False, True, True, True]
+    stages, _ = networks.discriminator_plan(32, num_fp16_res=1)
+    assert [(s.resolution, s.use_fp16) for s in stages] == [(32, True), (16, False), (8, False)]
+
+
+def test_discriminator_plan_numbers_layers_across_blocks():
+    stages, epilogue_width = networks.discriminator_plan(32, channel_base=256, channel_max=32, architecture='resnet')
+    assert [(s.resolution, s.in_channels, s.tmp_channels, s.out_channels) for s in stages] == \
+        [(32, 0, 8, 16), (16, 16, 16, 32), (8, 32, 32, 32)]
+    assert [(s.first_layer_idx, s.num_layers) for s in stages] == [(0, 4), (4, 3), (7, 3)]   # fromrgb only first
+    assert epilogue_width == 32
+    skip_stages, _ = networks.discriminator_plan(32, architecture='skip')
+    assert [s.num_layers for s in skip_stages] == [3, 3, 3]                               # fromrgb everywhere
+    assert networks.discriminator_plan(4)[0] == []
+
+
+@pytest.mark.parametrize('arch', ['orig', 'skip', 'resnet'])
+def test_networks_are_built_exactly_from_their_plans(arch):
+    G = tiny_G(32, arch=arch, num_fp16_res=2)
+    stages, num_ws = networks.synthesis_plan(32, architecture=arch, num_fp16_res=2, **TINY_SYNTHESIS)
+    assert G.synthesis.block_resolutions == [s.resolution for s in stages] and G.num_ws == num_ws
+    for s in stages:
+        block = getattr(G.synthesis, f'b{s.resolution}')
+        assert (block.in_channels, block.out_channels, block.use_fp16, block.num_conv, block.num_torgb) == \
+            (s.in_channels, s.out_channels, s.use_fp16, s.num_conv, s.num_torgb)
+    D = tiny_D(32, arch=arch, num_fp16_res=2)
+    d_stages, width = networks.discriminator_plan(32, architecture=arch, num_fp16_res=2, **TINY_SYNTHESIS)
+    assert D.block_resolutions == [s.resolution for s in d_stages] and D.b4.in_channels == width
+    for s in d_stages:
+        block = getattr(D, f'b{s.resolution}')
+        assert (block.in_channels, block.use_fp16, block.first_layer_idx, block.num_layers) == \
+            (s.in_channels, s.use_fp16, s.first_layer_idx, s.num_layers)
+        assert tuple(block.conv1.weight.shape[:2]) == (s.out_channels, s.tmp_channels)
+
+
+def test_plans_reject_bad_resolutions_and_architectures():
+    for res in (0, 2, 48, 100):
+        with pytest.raises(ValueError, match='power of two'):
+            networks.synthesis_plan(res)
+        with pytest.raises(ValueError, match='power of two'):
+            networks.discriminator_plan(res)
+    with pytest.raises(ValueError, match='architecture'):
+        networks.synthesis_plan(16, architecture='dense')
+
+#----------------------------------------------------------------------------
+# Names, shapes and sizes as in StyleGAN2-ADA pickles.
+
+
+def test_generator_parameter_and_buffer_names_match_stylegan2_ada():
     G = networks.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=64, img_channels=3,
                            mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=16384))
     params = {n: tuple(p.shape) for n, p in G.named_parameters()}
@@ -108,7 +180,7 @@ def test_generator_parameter_and_buffer_names_match_spec_example():
     assert len(params) == 1 + 5 + 4 + 4 * (5 + 5 + 4) + 2 * 2
 
 
-def test_discriminator_parameter_and_buffer_names_match_spec_example():
+def test_discriminator_parameter_and_buffer_names_match_stylegan2_ada():
     D = networks.Discriminator(c_dim=10, img_resolution=64, img_channels=3, channel_base=16384)
     params = {n: tuple(p.shape) for n, p in D.named_parameters()}
     buffers = {n: tuple(b.shape) for n, b in D.named_buffers()}
