@@ -747,8 +747,9 @@ class DiscriminatorEpilogue(torch.nn.Module):
         _keep(self, locals(), 'in_channels cmap_dim resolution img_channels architecture')
 
         if architecture == 'skip':
-            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation,
-                                       conv_clamp=conv_clamp)
+            # Unlike the blocks' fromrgb layers, this one is never clamped (as in StyleGAN2-ADA, whose
+            # pickles must score images identically): conv_clamp applies from the 3x3 conv on.
+            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
         self.mbstd = None
         if mbstd_num_channels > 0:
             self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)

@@ -490,3 +490,33 @@ def test_fp16_blocks_run_in_half_on_cuda_and_stay_close_to_fp32():
     logits16 = D(img32, None)
     logits32 = D(img32, None, force_fp32=True)
     assert (logits16 - logits32).abs().max() < 0.05 * logits32.abs().max() + 1e-2
+
+#----------------------------------------------------------------------------
+# The skip discriminator's epilogue fromrgb is not clamped (StyleGAN2-ADA behaviour).
+
+
+def test_skip_epilogue_fromrgb_is_unclamped_while_block_fromrgb_clamps():
+    clamp = 1.0
+    D = tiny_D(16, arch='skip', conv_clamp=clamp).eval()
+    seen = {}
+
+    def keep(name):
+        return lambda _module, inputs, output: seen.__setitem__(name, (inputs[0], output))
+    D.b4.fromrgb.register_forward_hook(keep('b4'))
+    D.b16.fromrgb.register_forward_hook(keep('b16'))
+    img = 2 * torch.randn([4, 3, 16, 16])
+    with torch.no_grad():
+        D(img, None)
+
+    # The epilogue's fromrgb: 1x1 conv + bias + lrelu * sqrt(2), values beyond the clamp kept.
+    layer = D.b4.fromrgb
+    rgb, out = seen['b4']
+    pre = torch.nn.functional.conv2d(rgb, layer.weight * layer.weight_gain, layer.bias)
+    expected = torch.nn.functional.leaky_relu(pre, 0.2) * math.sqrt(2)
+    assert expected.abs().max() > 1.5 * clamp                   # the clamp would matter here
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert layer.conv_clamp is None and D.b4.conv.conv_clamp == clamp
+
+    # Every block's fromrgb (and the epilogue conv) still clamp.
+    assert seen['b16'][1].abs().max() <= clamp
+    assert D.b16.fromrgb.conv_clamp == clamp
