@@ -32,6 +32,13 @@ def test_every_script_has_a_prefixed_command_that_exists():
     assert {'train', 'generate', 'projector', 'style_mixing', 'calc_metrics', 'dataset_tool', 'legacy'} <= covered
 
 
+def test_every_top_level_script_is_packaged():
+    with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+        modules = set(tomllib.load(f)['tool']['setuptools']['py-modules'])
+    scripts = {name[:-3] for name in os.listdir(ROOT) if name.endswith('.py') and name != 'setup.py'}
+    assert scripts <= modules, f'add {sorted(scripts - modules)} to py-modules in pyproject.toml'
+
+
 def test_demo_dataset_is_found_in_a_checkout():
     from stylegan2_ada_mixdl import demo_data
     path = demo_data.demo_dataset_path()
