@@ -530,8 +530,8 @@ class SynthesisBlock(torch.nn.Module):
         device = self.const.device if self.in_channels == 0 else x.device
         dtype = _run_dtype(self.use_fp16, force_fp32, device)
         if fused_modconv is None:
-            # Grouped convolutions are the faster choice for inference; training (and fp16 batches,
-            # whose per-sample kernels lose precision) modulates the activations instead.
+            # One grouped convolution per layer for fp32 (or single-sample) inference; training and
+            # fp16 batches scale the activations around a shared convolution instead.
             with misc.suppress_tracer_warnings():
                 fused_modconv = not self.training and (dtype == torch.float32 or int(ws.shape[0]) == 1)
         per_layer = ws.unbind(dim=1)
