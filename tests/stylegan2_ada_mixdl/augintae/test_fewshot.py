@@ -173,3 +173,19 @@ def test_fewshot_measures_run_offline_with_the_pixel_distance(model):
     _, _, end = evaluate.smoothness(model, codes, embedder, pairs=[(0, 1)], num_steps=4)
     expected = float(((recon[0] - recon[1]) * 1.0).clamp(-2, 2).square().mean())
     assert end == pytest.approx(expected, rel=1e-3)
+
+
+def test_generation_script_measures_against_held_out_references(tmp_path):
+    network = write_snapshot(tmp_path / 'net.pkl')
+    seeds = write_seed_folder(tmp_path / 'seeds', count=2)
+    references = write_seed_folder(tmp_path / 'refs', count=3, size=(16, 16))
+    outdir = tmp_path / 'out'
+    result = CliRunner().invoke(augintae_generate.main, [f'--network={network}', f'--seeds={seeds}', f'--outdir={outdir}',
+                                                         '--num=2', f'--references={references}', '--distance=pixel',
+                                                         '--eval-samples=4', '--device=cpu'])
+    assert result.exit_code == 0, result.output
+    import json
+    metrics = json.loads((outdir / 'metrics.json').read_text())
+    assert metrics['num_seeds'] == 2 and metrics['num_references'] == 3 and metrics['distance'] == 'pixel_mse'
+    assert metrics['recon_l2_references'] > 0 and 'fid_references' not in metrics
+    assert 'recon_l2_references' in result.output
