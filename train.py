@@ -128,13 +128,108 @@ def _given(ctx, name):
     return source is not None and source.name not in ('DEFAULT', 'DEFAULT_MAP')
 
 #----------------------------------------------------------------------------
+# Device and precision. Decided here and nowhere else: the training loop runs on the device, with
+# the layer precisions and loader settings, that the config hands it.
+
+CUDA_INSTALL_HINT = 'install a CUDA build of torch (https://pytorch.org/get-started/locally/)'
+
+
+def probe_training_ops(device):
+    """Run a tiny G, D and R1 step (fp32, reference ops, grid sampling) on `device`; raises what the device cannot do."""
+    from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+    from training import networks
+    saved = conv2d_gradfix.enabled, grid_sample_gradfix.enabled
+    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True  # as in training: double backward through both
+    try:
+        sizes = dict(c_dim=0, img_resolution=8, img_channels=3)
+        G = networks.Generator(z_dim=4, w_dim=4, mapping_kwargs=dict(num_layers=1),
+                               synthesis_kwargs=dict(channel_base=32, channel_max=4), **sizes).to(device)
+        D = networks.Discriminator(channel_base=32, channel_max=4, epilogue_kwargs=dict(mbstd_group_size=2), **sizes).to(device)
+        c = torch.zeros([2, 0], device=device)
+        fakes = G(torch.randn([2, 4], device=device), c)
+        shifted = grid_sample_gradfix.grid_sample(fakes, torch.rand([2, 8, 8, 2], device=device) * 2 - 1)
+        reals = shifted.detach().requires_grad_(True)
+        (r1_grad,) = torch.autograd.grad(D(reals, c).sum(), reals, create_graph=True)
+        (D(shifted, c).sum() + r1_grad.square().sum()).backward()
+    finally:
+        conv2d_gradfix.enabled, grid_sample_gradfix.enabled = saved
+
+
+def mps_problem():
+    """None when training can run on Apple's MPS device, else a phrase saying why not."""
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is None or not mps.is_built():
+        return 'this PyTorch has no MPS support (MPS needs an Apple-silicon Mac with the macOS build of torch)'
+    if not mps.is_available():
+        return 'this PyTorch supports MPS, but the machine offers no MPS device (MPS needs macOS 12.3 or newer on Apple silicon)'
+    try:
+        probe_training_ops(torch.device('mps'))
+    except (RuntimeError, NotImplementedError, TypeError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f'a test training step in fp32 with the reference ops failed on MPS ({first_line})'
+    return None
+
+
+def choose_device_type(device, gpus_given=None):
+    """'cuda', 'mps' or 'cpu' for --device; a one-line usage error when that device cannot train here.
+
+    gpus_given: the --gpus value when the user typed it, else None. Asking for GPUs from a torch that
+    sees none stops the run instead of quietly starting that many CPU processes.
+    """
+    has_cuda = torch.cuda.is_available()
+    if device == 'cuda' and not has_cuda:
+        _fail(f'--device=cuda, but PyTorch sees no CUDA device; {CUDA_INSTALL_HINT}, or use --device=cpu')
+    if device == 'auto' and gpus_given is not None and not has_cuda:
+        _fail(f'--gpus={gpus_given}, but PyTorch {torch.__version__} sees no CUDA device; {CUDA_INSTALL_HINT}, '
+              f'or add --device=cpu to run {gpus_given} CPU process(es) on purpose')
+    if device == 'mps':
+        problem = mps_problem()
+        if problem is not None:
+            _fail(f'--device=mps: {problem}; use --device=cpu')
+    if device == 'auto':
+        return 'cuda' if has_cuda else 'cpu'
+    return device
+
+
+def process_device(device_type, local_rank):
+    """The torch.device of one training process (its own GPU on CUDA), made current for CUDA calls."""
+    device = torch.device('cuda', local_rank) if device_type == 'cuda' else torch.device(device_type)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    return device
+
+
+def apply_precision(G_kwargs, D_kwargs, device_type, fp32=False):
+    """Edit G/D kwargs in place: fp16 layers only on CUDA and without --fp32; --fp32 also drops the conv clamp."""
+    synthesis = G_kwargs.setdefault('synthesis_kwargs', dnnlib.EasyDict())
+    if fp32 or device_type != 'cuda':
+        # Mixed precision is a CUDA feature; on CPU and MPS every layer runs in fp32.
+        synthesis['num_fp16_res'] = D_kwargs['num_fp16_res'] = 0
+    if fp32:
+        synthesis['conv_clamp'] = D_kwargs['conv_clamp'] = None
+
+
+def _precision_section(opts, cfg, device_type):
+    """Layer precision and data-loader settings for the device: fp16 layers and pinned memory on CUDA only."""
+    apply_precision(cfg.G_kwargs, cfg.D_kwargs, device_type, fp32=opts.fp32)
+    synthesis = cfg.G_kwargs.synthesis_kwargs
+    if opts.nhwc:
+        synthesis.fp16_channels_last = cfg.D_kwargs.block_kwargs.fp16_channels_last = True
+    cfg.data_loader_kwargs.pin_memory = device_type == 'cuda'
+    if opts.workers == 0:
+        del cfg.data_loader_kwargs['prefetch_factor']  # only meaningful with loader processes
+    if opts.nobench:
+        cfg.cudnn_benchmark = False
+    if opts.allow_tf32:
+        cfg.allow_tf32 = True
+    cfg.device = device_type
+
+#----------------------------------------------------------------------------
 # Options -> config. Each section reads `opts`, fills `cfg` (the training_loop kwargs) and returns
 # its part of the run-directory name, in upstream's order.
 
 def _devices_section(opts, cfg, launch, given):
-    if opts.device == 'cuda' and not torch.cuda.is_available():
-        _fail('--device=cuda, but PyTorch sees no CUDA device; use --device=cpu (or auto)')
-    launch.device_type = 'cuda' if opts.device == 'cuda' or (opts.device == 'auto' and torch.cuda.is_available()) else 'cpu'
+    launch.device_type = choose_device_type(opts.device, opts.gpus if given('gpus') else None)
     launch.torchrun = _torchrun_env()
     processes = opts.gpus
     if launch.torchrun is not None:
@@ -146,8 +241,10 @@ def _devices_section(opts, cfg, launch, given):
         _fail(f'--gpus={processes} is not a power of two; use 1, 2, 4 or 8')
     elif launch.device_type == 'cuda' and processes > torch.cuda.device_count():
         _fail(f'--gpus={processes}, but only {torch.cuda.device_count()} CUDA device(s) are visible')
+    elif launch.device_type == 'mps' and processes != 1:
+        _fail(f'--gpus={processes} with --device=mps: a Mac has one MPS device; use --gpus=1')
     if opts.ops == 'cuda' and launch.device_type != 'cuda':
-        _fail('--ops=cuda needs a CUDA device; use --ops=auto or --ops=ref on CPU')
+        _fail(f'--ops=cuda needs a CUDA device; use --ops=auto or --ops=ref on {launch.device_type.upper()}')
     launch.ops = opts.ops
     cfg.num_gpus = processes
 
@@ -157,7 +254,7 @@ def _apply_demo_defaults(opts, launch, given):
     if not os.path.isfile(demo_path):
         _fail(f'--data is missing and so is the bundled demo set {DEMO_DATA}; pass --data=<zip or folder>')
     opts.data = demo_path
-    settings = DEMO_SETTINGS[launch.device_type]
+    settings = DEMO_SETTINGS['cuda' if launch.device_type == 'cuda' else 'cpu']  # MPS: the small CPU demo
     filled = []
     for key, value in settings.items():
         if not given(key):
@@ -374,23 +471,7 @@ def build_training_config(opts, given=lambda name: False):
         if opts[name] is not None and given(name):
             desc += f'-{name}{opts[name]}'
 
-    # Performance switches.
-    synthesis = cfg.G_kwargs.synthesis_kwargs
-    if opts.fp32:
-        synthesis.num_fp16_res = cfg.D_kwargs.num_fp16_res = 0
-        synthesis.conv_clamp = cfg.D_kwargs.conv_clamp = None
-    if launch.device_type != 'cuda':
-        # Mixed precision is a CUDA feature; on CPU every layer runs in fp32.
-        synthesis.num_fp16_res = cfg.D_kwargs.num_fp16_res = 0
-        cfg.data_loader_kwargs.pin_memory = False
-    if opts.nhwc:
-        synthesis.fp16_channels_last = cfg.D_kwargs.block_kwargs.fp16_channels_last = True
-    if opts.nobench:
-        cfg.cudnn_benchmark = False
-    if opts.allow_tf32:
-        cfg.allow_tf32 = True
-    if opts.workers == 0:
-        del cfg.data_loader_kwargs['prefetch_factor']
+    _precision_section(opts, cfg, launch.device_type)
 
     for plugin in _loss_plugin_classes():
         desc += plugin.configure_from_cli(opts, cfg.loss_kwargs) or ''
@@ -405,7 +486,7 @@ def _describe_ops(ops, device_type):
     if ops == 'ref':
         return 'Ops: pure-PyTorch reference implementation (--ops=ref).'
     if device_type != 'cuda':
-        return 'Ops: pure-PyTorch reference implementation (running on CPU; the CUDA kernels need a GPU).'
+        return f'Ops: pure-PyTorch reference implementation (running on {device_type.upper()}; the CUDA kernels need a GPU).'
     if ops == 'cuda':
         return 'Ops: CUDA kernels (--ops=cuda: a failed kernel build stops the run).'
     return ('Ops: CUDA kernels, built on first use (--ops=auto: if the build fails, one warning says why and the '
@@ -428,10 +509,8 @@ def _training_process(rank, local_rank, config, launch, temp_dir):
     if rank == 0:
         logger = dnnlib.util.Logger(file_name=os.path.join(config.run_dir, 'log.txt'), file_mode='a', should_flush=True)
     try:
-        device = torch.device('cuda', local_rank) if launch.device_type == 'cuda' else torch.device('cpu')
-        if device.type == 'cuda':
-            torch.cuda.set_device(device)
-        elif num_gpus > 1:
+        device = process_device(launch.device_type, local_rank)
+        if device.type == 'cpu' and num_gpus > 1:
             # CPU processes share the cores; oversubscribed OpenMP threads slow small convs ~10x.
             processes_here = int(os.environ.get('LOCAL_WORLD_SIZE', num_gpus))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes_here))
@@ -492,9 +571,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
     rank = torchrun[0] if torchrun else 0
     if torchrun is not None:
         # Every torchrun process parsed the options; rank 0 alone picks the run dir.
-        device = torch.device('cuda', torchrun[2]) if launch.device_type == 'cuda' else torch.device('cpu')
-        if device.type == 'cuda':
-            torch.cuda.set_device(device)
+        device = process_device(launch.device_type, torchrun[2])
         torch.distributed.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo', init_method='env://')
         chosen = [_next_run_dir(outdir, desc) if rank == 0 else None]
         torch.distributed.broadcast_object_list(chosen, src=0)
@@ -511,7 +588,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
             ('Run directory', config.run_dir),
             ('Dataset', data.path),
             ('Length', f'{config.total_kimg} kimg'),
-            ('Processes', f'{config.num_gpus} ({"GPU" if launch.device_type == "cuda" else "CPU"})'),
+            ('Processes', f'{config.num_gpus} ({"GPU" if launch.device_type == "cuda" else launch.device_type.upper()})'),
             ('Images', data.max_size),
             ('Resolution', data.resolution),
             ('Conditional', data.use_labels),
@@ -555,7 +632,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.pass_context
 # Run and output.
 @click.option('--outdir', help='Parent folder for run directories (NNNNN-<desc>)', required=True, metavar='DIR')
-@click.option('--gpus', help='Processes to run: one per GPU, or CPU processes with --device=cpu', type=int, default=1, show_default=True, metavar='INT')
+@click.option('--gpus', help='Processes to run: one per GPU (needs CUDA), or CPU processes with --device=cpu', type=int, default=1, show_default=True, metavar='INT')
 @click.option('--snap', help='Write fakes grid, snapshot and training state every this many ticks', type=int, default=50, show_default=True, metavar='TICKS')
 @click.option('--metrics', help='Metrics at each snapshot, comma-separated, or none  [default: fid50k_full; none for --cfg=fewshot]',
               callback=_metric_list, default='fid50k_full', metavar='LIST')
@@ -595,7 +672,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--allow-tf32', help='Let matmuls and convolutions use TF32  [default: false]', type=bool, metavar='BOOL')
 @click.option('--workers', help='Data-loading worker processes (0 = load in the training process)  '
               '[default: 3, at most the usable cores]', type=int, metavar='INT')
-@click.option('--device', help='Train on CUDA or CPU; auto takes CUDA when present', type=click.Choice(['auto', 'cuda', 'cpu']),
+@click.option('--device', help='Train on CUDA, Apple MPS (fp32) or CPU; auto takes CUDA when present', type=click.Choice(['auto', 'cuda', 'mps', 'cpu']),
               default='auto', show_default=True)
 @click.option('--ops', help='Custom ops: auto (kernels, else pure PyTorch), cuda (kernels or fail), ref (pure PyTorch)',
               type=click.Choice(['auto', 'cuda', 'ref']), default='auto', show_default=True)

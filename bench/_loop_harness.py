@@ -1,26 +1,30 @@
 """Shared harness of the loss-cost benchmarks: the loop's per-minibatch work for several losses, timed in turn."""
-# Every arm runs the loop's own schedule (phase plan, lazy regularisation, Adam steps,
-# augmentation) on its own copy of the same networks and the same data, so only the loss differs.
-# Timed blocks alternate between arms so that drift in machine load hits all of them equally.
+# Every arm runs the training loop's own step functions (phase plan, lazy regularisation, gradient
+# averaging, Adam steps, G EMA, the NaN check, augmentation) on its own copy of the same networks and
+# the same data, so only the loss differs. Timed blocks alternate between arms so that drift in
+# machine load hits all of them equally.
 
 import argparse
 import copy
+import inspect
 import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dnnlib  # noqa: E402
+import train  # noqa: E402
 from torch_utils import training_stats  # noqa: E402
-from training import networks  # noqa: E402
+from training import training_loop as loop  # noqa: E402
 
-# Lazy-regularisation intervals of the training loop (Greg every 4, Dreg every 16 minibatches).
-REG_INTERVALS = {'G': 4, 'D': 16}
+# The training loop's lazy-regularisation intervals (path length every 4 minibatches, R1 every 16).
+_LOOP_DEFAULTS = inspect.signature(loop.training_loop).parameters
+REG_INTERVALS = {'G': _LOOP_DEFAULTS['G_reg_interval'].default, 'D': _LOOP_DEFAULTS['D_reg_interval'].default}
 BLOCK_ALIGN = max(REG_INTERVALS.values())
+ADAM = dict(class_name='torch.optim.Adam', lr=0.0025, betas=[0, 0.99], eps=1e-8)
 
 
 def add_common_args(parser: argparse.ArgumentParser, res: int, channel_base: int, minibatches: int, warmup: int):
@@ -51,18 +55,12 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
 
 
 def prepare_process(args) -> torch.device:
-    """Threads, seeds, stats and op switches as the training loop sets them; returns the device."""
+    """Threads, then the training loop's own process set-up (seeds, cuDNN, double-backward ops); returns the device."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    device = train.process_device(args.device, local_rank=0)
+    loop.setup_process(random_seed=args.seed, cudnn_benchmark=device.type == 'cuda')
     training_stats.init_multiprocessing(rank=0, sync_device=None)
-    # As in the training loop: R1 through the augment pipe needs the double-differentiable ops on every device.
-    from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-    conv2d_gradfix.enabled = True
-    grid_sample_gradfix.enabled = True
-    torch.backends.cudnn.benchmark = device.type == 'cuda'
     return device
 
 
@@ -71,67 +69,51 @@ def effective_widths(args):
     return (16384, 512) if args.cfg_widths == 'paper256' else (args.channel_base, args.channel_max)
 
 
-def build_networks(args, device):
+def network_kwargs(args, device):
+    """G_kwargs and D_kwargs as train.py writes them, with train.py's precision policy for the device."""
     channel_base, channel_max = effective_widths(args)
-    num_fp16_res, conv_clamp = (4, 256) if args.cfg_widths == 'paper256' else (0, None)
-    if device.type != 'cuda':
-        num_fp16_res, conv_clamp = 0, None
-    common = dict(c_dim=0, img_resolution=args.res, img_channels=3)
-    G = networks.Generator(z_dim=args.z_dim, w_dim=args.z_dim, **common, mapping_kwargs=dict(num_layers=args.map),
-                           synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max,
-                                                 num_fp16_res=num_fp16_res, conv_clamp=conv_clamp))
-    D = networks.Discriminator(**common, channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
-                               conv_clamp=conv_clamp, epilogue_kwargs=dict(mbstd_group_size=min(4, args.batch)))
-    return G.train().requires_grad_(False).to(device), D.train().requires_grad_(False).to(device)
+    precision = dict(num_fp16_res=4, conv_clamp=256) if args.cfg_widths == 'paper256' else dict(num_fp16_res=0, conv_clamp=None)
+    widths = dict(channel_base=channel_base, channel_max=channel_max, **precision)
+    G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=args.z_dim, w_dim=args.z_dim,
+                               mapping_kwargs=dict(num_layers=args.map), synthesis_kwargs=dnnlib.EasyDict(widths))
+    D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', block_kwargs=dnnlib.EasyDict(), mapping_kwargs={},
+                               epilogue_kwargs=dict(mbstd_group_size=min(4, args.batch)), **widths)
+    train.apply_precision(G_kwargs, D_kwargs, device.type)
+    return G_kwargs, D_kwargs
 
 
-def build_augment_pipe(args, device):
-    if args.augpipe == 'none':
-        return None
-    from training.augment import AugmentPipe, augpipe_specs
-    pipe = AugmentPipe(**augpipe_specs[args.augpipe]).train().requires_grad_(False).to(device)
-    pipe.p.copy_(torch.as_tensor(args.p))
-    return pipe
+def build_networks(args, device):
+    """The loop's networks (G, D, G_ema, augment_pipe at fixed p) for the benchmark's sizes."""
+    G_kwargs, D_kwargs = network_kwargs(args, device)
+    augment_kwargs = None
+    if args.augpipe != 'none':
+        from training.augment import augpipe_specs
+        augment_kwargs = dict(class_name='training.augment.AugmentPipe', **augpipe_specs[args.augpipe])
+    sizes = dict(c_dim=0, img_resolution=args.res, img_channels=3)
+    return loop.build_networks(sizes, G_kwargs, D_kwargs, device, augment_kwargs=augment_kwargs, augment_p=args.p)
 
 
-class Trainer:
-    """The loop's per-minibatch work for one loss: phases, requires_grad toggles, Adam steps."""
+class Arm:
+    """One loss trained by the loop's own steps: its phases and optimisers, minibatch preparation, phase
+    stepping with gradient averaging, G EMA and the NaN check, on its own copy of the networks."""
 
-    def __init__(self, G, D, augment_pipe, loss_kwargs, device):
-        self.G, self.D = G, D
-        self.loss = dnnlib.util.construct_class_by_name(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis,
-                                                        D=D, augment_pipe=augment_pipe, **loss_kwargs)
-        extras = list(self.loss.extra_modules().values())
-        for module in extras:
-            module.to(device).train().requires_grad_(False)
-        trainables = {'G': [G], 'D': [D]}
-        trainables[self.loss.extra_modules_train_with] += extras
-        optimizers = {}
-        for network in ('G', 'D'):
-            ratio = REG_INTERVALS[network] / (REG_INTERVALS[network] + 1)
-            params = [p for m in trainables[network] for p in m.parameters()]
-            optimizers[network] = torch.optim.Adam(params, lr=0.0025 * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
-        self.phases = [(spec, optimizers[spec.network], trainables[spec.network])
-                       for spec in self.loss.phase_plan(REG_INTERVALS['G'], REG_INTERVALS['D'])]
-        self.batch_idx = 0
+    def __init__(self, nets, loss_kwargs, batch, device):
+        self.nets = copy.deepcopy(nets)
+        self.loss, extras = loop.build_loss(loss_kwargs, self.nets, device)
+        _, self.phases = loop.build_phases(self.loss, self.nets, extras, ADAM, ADAM, REG_INTERVALS['G'], REG_INTERVALS['D'], device)
+        self.progress = loop.Progress()
+        self.batch = batch
+        self.labels = torch.zeros([batch, 0])
+        self.label_table = torch.zeros([batch, 0], device=device)
         self.device = device
 
-    def step(self, real_img):
-        batch = real_img.shape[0]
-        self.loss.begin_minibatch(self.batch_idx)
-        for spec, opt, modules in self.phases:
-            if self.batch_idx % spec.interval != 0:
-                continue
-            opt.zero_grad(set_to_none=True)
-            for module in modules:
-                module.requires_grad_(True)
-            gen_z = torch.randn([batch, self.G.z_dim], device=self.device)
-            gen_c = torch.zeros([batch, 0], device=self.device)
-            self.loss.accumulate_gradients(spec.name, real_img, gen_c, gen_z, gen_c, gain=spec.interval)
-            for module in modules:
-                module.requires_grad_(False)
-            opt.step()
-        self.batch_idx += 1
+    def step(self, reals):
+        """One minibatch on uint8 reals [batch, C, H, W], as the loop runs it for one process."""
+        minibatch = loop.prepare_minibatch(reals, self.labels, self.label_table, len(self.phases), self.nets.G.z_dim,
+                                           self.batch, self.device)
+        loop.train_minibatch(self.loss, self.phases, self.nets, minibatch, self.progress, self.batch, num_gpus=1,
+                             ema_kimg=10, ema_rampup=None)
+        loop.stop_if_diverged(self.loss, self.phases, self.progress.cur_nimg / 1000, 1, self.device, None)
 
 
 def synchronise(device):
@@ -141,29 +123,27 @@ def synchronise(device):
 
 def time_losses(loss_kwargs_by_arm, args, device):
     """sec/kimg of each arm ({name: loss kwargs}), each training its own copy of one G/D pair on one batch of reals."""
-    G, D = build_networks(args, device)
-    augment_pipe = build_augment_pipe(args, device)
+    nets = build_networks(args, device)
     # Each arm trains its own copy, so none sees another's weights drift.
-    trainers = {arm: Trainer(copy.deepcopy(G), copy.deepcopy(D), augment_pipe, kwargs, device)
-                for arm, kwargs in loss_kwargs_by_arm.items()}
-    reals = torch.rand([args.batch, 3, args.res, args.res], device=device) * 2 - 1
+    arms = {name: Arm(nets, kwargs, args.batch, device) for name, kwargs in loss_kwargs_by_arm.items()}
+    reals = torch.randint(0, 256, [args.batch, 3, args.res, args.res], dtype=torch.uint8)
 
-    for trainer in trainers.values():
+    for arm in arms.values():
         for _ in range(args.warmup):
-            trainer.step(reals)
-    seconds = dict.fromkeys(trainers, 0.0)
+            arm.step(reals)
+    seconds = dict.fromkeys(arms, 0.0)
     for _ in range(args.blocks):
-        for arm, trainer in trainers.items():
+        for name, arm in arms.items():
             # Blocks start at a multiple of the R1 interval so every arm gets the same share of R1 / path length.
-            trainer.batch_idx = -(-trainer.batch_idx // BLOCK_ALIGN) * BLOCK_ALIGN
+            arm.progress.batch_idx = -(-arm.progress.batch_idx // BLOCK_ALIGN) * BLOCK_ALIGN
             synchronise(device)
             started = time.perf_counter()
             for _ in range(args.minibatches):
-                trainer.step(reals)
+                arm.step(reals)
             synchronise(device)
-            seconds[arm] += time.perf_counter() - started
+            seconds[name] += time.perf_counter() - started
     kimg = args.blocks * args.minibatches * args.batch / 1000
-    return {arm: value / kimg for arm, value in seconds.items()}
+    return {name: value / kimg for name, value in seconds.items()}
 
 
 def result_record(args, device, sec_per_kimg, ratio, **extra):

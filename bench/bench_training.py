@@ -34,7 +34,6 @@ def make_synthetic_images(folder, resolution, count=32, seed=0):
 
 def measure_variant(variant, device, steps, data_root):
     """Run one variant in this process; returns a dict of measurements."""
-    import torch
     import train
     from training import training_loop
 
@@ -49,7 +48,7 @@ def measure_variant(variant, device, steps, data_root):
         tick_kimg = steps * config.batch_size / 1000
         config.update(run_dir=outdir, total_kimg=config.batch_size / 1000 + 2 * tick_kimg, kimg_per_tick=tick_kimg,
                       image_snapshot_ticks=None, network_snapshot_ticks=None, metrics=[])
-        config.device = torch.device('cuda', 0) if launch.device_type == 'cuda' else torch.device('cpu')
+        config.device = train.process_device(launch.device_type, local_rank=0)
         from torch_utils import custom_ops
         custom_ops.set_preferred_impl(launch.ops)
         started = time.time()
@@ -76,14 +75,14 @@ def measure_variant(variant, device, steps, data_root):
 @click.option('--variant', 'variants', multiple=True, metavar='"RES [train.py options]"',
               help='One configuration to time, e.g. "256 --cfg=paper256" or "64 --cfg=fewshot --mixdl=1"; repeatable '
                    '[default: 32 and 64 px auto on CPU; 256 px paper256 and 64 px fewshot on GPU]')
-@click.option('--device', type=click.Choice(['auto', 'cuda', 'cpu']), default='auto', show_default=True)
+@click.option('--device', type=click.Choice(['auto', 'cuda', 'mps', 'cpu']), default='auto', show_default=True)
 @click.option('--steps', type=int, default=None, help='Minibatches per measured tick  [default: 4 on CPU, 48 on GPU]')
 @click.option('--json-out', type=click.Path(dir_okay=False), default=None, help='Also write the results as JSON lines')
 @click.option('--one', hidden=True, default=None)
 def main(variants, device, steps, json_out, one):
     """Print sec/kimg and peak memory of the training loop for each variant, each in a fresh process."""
-    import torch
-    device_type = 'cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu'
+    import train
+    device_type = train.choose_device_type(device)  # the same choice train.py makes
     steps = steps or (48 if device_type == 'cuda' else 4)
     if one is not None:
         with tempfile.TemporaryDirectory() as data_root:

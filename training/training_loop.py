@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import dataclasses
 import glob
 import itertools
 import json
@@ -9,9 +10,9 @@ import os
 import pickle
 import re
 import time
+from typing import Optional
 
 import numpy as np
-import PIL.Image
 import psutil
 import torch
 
@@ -21,6 +22,7 @@ from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
 from training.image_grid import write_image_grid
+from training.loss import lazy_regularisation_phases
 
 #----------------------------------------------------------------------------
 
@@ -80,18 +82,6 @@ def training_state_name(cur_nimg):
     return f'training-state-{cur_nimg // 1000:06d}.pt'
 
 
-def _write_atomically(path, write_fn):
-    # A crash mid-write leaves the previous file (or nothing), never a truncated snapshot.
-    temp_path = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(temp_path, 'wb') as f:
-            write_fn(f)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-
-
 def _run_id(dirname):
     match = re.match(r'^(\d+)', dirname)
     return int(match.group(1)) if match else None
@@ -133,6 +123,7 @@ def _capture_rng(device):
     return {
         'torch': torch.get_rng_state(),
         'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None,
+        **({'mps': torch.mps.get_rng_state()} if device.type == 'mps' else {}),
         'numpy': {
             'keys': torch.from_numpy(numpy_state[1].astype(np.int64)),
             'pos': int(numpy_state[2]),
@@ -146,6 +137,8 @@ def _restore_rng(rng, device):
     torch.set_rng_state(rng['torch'])
     if device.type == 'cuda' and rng.get('cuda') is not None:
         torch.cuda.set_rng_state(rng['cuda'], device)
+    if device.type == 'mps' and rng.get('mps') is not None:
+        torch.mps.set_rng_state(rng['mps'])
     numpy_state = rng['numpy']
     np.random.set_state(('MT19937', numpy_state['keys'].numpy().astype(np.uint32), numpy_state['pos'],
                          numpy_state['has_gauss'], numpy_state['cached_gaussian']))
@@ -245,7 +238,7 @@ def _module_state_cpu(module):
 
 class _PhaseTimer:
     def __init__(self, device):
-        self.use_events = device.type == 'cuda'
+        self.use_events = torch.device(device).type == 'cuda'
         self.start = self.end = None
 
     def begin(self):
@@ -283,6 +276,480 @@ class _ResumableSampler(torch.utils.data.Sampler):
         return itertools.islice(iter(self.base), self.skip, None)
 
 #----------------------------------------------------------------------------
+# The steps of one training process, in the order training_loop() takes them. Tests and the
+# benchmarks in bench/ call these same functions, so what they check and time is what users run.
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; a training-state file carries it across a resume."""
+    cur_nimg: int = 0                   # images shown to D so far, all processes together
+    cur_tick: int = 0                   # index of the tick in progress
+    batch_idx: int = 0                  # index of the next minibatch (phases with interval k run when it is a multiple of k)
+    ada_window: Optional[tuple] = None  # (count, mean) of sign(D(real)) gathered since p last moved
+
+
+@dataclasses.dataclass
+class Phase:
+    """One phase of the loss's plan, bound to the optimiser that steps after it and the modules it trains."""
+    name: str
+    interval: int       # minibatches between runs; also the gain of its loss
+    opt: torch.optim.Optimizer
+    modules: list       # switched to requires_grad during the phase
+    params: list        # whose gradients are averaged across processes before the step
+    timer: _PhaseTimer
+
+
+@dataclasses.dataclass
+class Minibatch:
+    """One process's share of a minibatch, each tensor split into batch_gpu-sized chunks."""
+    real_img: tuple     # chunks of [batch_gpu, C, H, W] float32 in [-1, 1]
+    real_c: tuple       # chunks of [batch_gpu, c_dim]
+    gen_z: list         # per phase: chunks of [batch_gpu, z_dim]
+    gen_c: list         # per phase: chunks of [batch_gpu, c_dim], drawn from the dataset's labels
+
+
+def split_batch(batch_size, batch_gpu, num_gpus):
+    """Images per process in one minibatch; each process goes through them batch_gpu at a time."""
+    if batch_size % (batch_gpu * num_gpus) != 0:
+        raise TrainingError(f'batch_size={batch_size} must be a multiple of batch_gpu*num_gpus={batch_gpu * num_gpus}')
+    return batch_size // num_gpus
+
+
+def setup_process(random_seed=0, num_gpus=1, rank=0, cudnn_benchmark=True, allow_tf32=False):
+    """Seed this process (each rank differently) and set the torch switches training relies on."""
+    process_seed = random_seed * num_gpus + rank
+    np.random.seed(process_seed)
+    torch.manual_seed(process_seed)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    # R1 and path length take second derivatives through convolutions and (with ADA) grid sampling.
+    conv2d_gradfix.enabled = True
+    grid_sample_gradfix.enabled = True
+
+
+def open_training_set(training_set_kwargs, device):
+    """The dataset, and its labels as one float32 table [N, c_dim] on `device` (generated images draw labels from it)."""
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    labels = [training_set.get_label(index) for index in range(len(training_set))]
+    table = np.stack(labels).astype(np.float32).reshape(len(training_set), training_set.label_dim)
+    return training_set, torch.from_numpy(table).to(device)
+
+
+def network_sizes(training_set):
+    """The constructor arguments G and D take from the data."""
+    return dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+
+
+def build_networks(sizes, G_kwargs, D_kwargs, device, augment_kwargs=None, augment_p=0, ada_target=None):
+    """G, D, G_ema and augment_pipe (None when nothing is augmented) in an EasyDict, on `device`, gradients off."""
+    def construct(kwargs, **extra):
+        module = dnnlib.util.construct_class_by_name(**kwargs, **extra)
+        return module.train().requires_grad_(False).to(device)
+
+    nets = dnnlib.EasyDict(G=construct(G_kwargs, **sizes))
+    nets.D = construct(D_kwargs, **sizes)
+    nets.G_ema = copy.deepcopy(nets.G).eval()
+    nets.augment_pipe = None
+    if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
+        nets.augment_pipe = construct(augment_kwargs)
+        if hasattr(nets.augment_pipe, 'p'):
+            nets.augment_pipe.p.copy_(torch.as_tensor(augment_p))
+    return nets
+
+
+def ada_collector(augment_pipe, ada_target):
+    """The collector of sign(D(real)) that ADA steers p with; None when p is fixed."""
+    if ada_target is None or augment_pipe is None or not hasattr(augment_pipe, 'p'):
+        return None
+    # keep_previous=False: an update with no new values must not count the old window again.
+    return training_stats.Collector(regex='Loss/signs/real', keep_previous=False)
+
+
+def build_loss(loss_kwargs, nets, device):
+    """The loss named by loss_kwargs.class_name and its extra trainable modules ({name: module}, on `device`)."""
+    loss = dnnlib.util.construct_class_by_name(device=device, G_mapping=nets.G.mapping, G_synthesis=nets.G.synthesis,
+                                               D=nets.D, augment_pipe=nets.augment_pipe, **loss_kwargs)
+    extras = dict(loss.extra_modules())
+    for module in extras.values():
+        module.to(device).train().requires_grad_(False)
+    if extras and not loss.snapshot_key:
+        raise TrainingError(f'{type(loss).__name__} has extra modules but no snapshot_key to save them under')
+    return loss, extras
+
+
+def resume_networks(resume_state, resume_pkl, nets, loss, extras, is_main=True, say=print):
+    """Load the networks to resume from: a training-state file's snapshot (every process; returns the state for
+    the rest of the resume), or a pickle's weights only (rank 0, the others get them by broadcast; returns None)."""
+    if resume_state is not None:
+        state, snapshot_pkl = load_training_state(resume_state)
+        say(f'Resuming exactly from "{resume_state}" (kimg {state["cur_nimg"] / 1000:.1f}, tick {state["cur_tick"]})')
+        load_snapshot_weights(snapshot_pkl, nets, loss, extras, exact=True)
+        return state
+    if resume_pkl is not None:
+        say(f'Resuming networks from "{resume_pkl}"')
+        if is_main:
+            load_snapshot_weights(resume_pkl, nets, loss, extras, exact=False)
+    return None
+
+
+def load_snapshot_weights(source, nets, loss, extras, exact):
+    """Copy G, D, G_ema and the loss's extra modules from a snapshot pickle (path or URL); `exact` also copies the augment pipe."""
+    import legacy  # needed only here
+    with dnnlib.util.open_url(source) as f:
+        saved = legacy.load_network_pkl(f)
+    for key in ('G', 'D', 'G_ema'):
+        _copy_resumed_weights(saved[key], nets[key], key)
+    if exact and nets.augment_pipe is not None and saved.get('augment_pipe') is not None:
+        misc.copy_params_and_buffers(saved['augment_pipe'], nets.augment_pipe, require_all=False)
+    if extras and loss.snapshot_key in saved:
+        _load_extra_module_states(extras, saved[loss.snapshot_key], source)
+
+
+def broadcast_networks(nets, extras, num_gpus):
+    """Give every process rank 0's weights (after a resume, which only rank 0 may have loaded)."""
+    if num_gpus > 1:
+        modules = [nets[key] for key in ('G', 'D', 'G_ema', 'augment_pipe') if nets[key] is not None]
+        _broadcast_from_rank0(modules + list(extras.values()))
+
+
+def print_network_summaries(nets, batch_gpu, device):
+    """Print G's and D's layer tables from one forward pass (G in eval mode, so its w_avg does not move)."""
+    c = torch.zeros([batch_gpu, nets.G.c_dim], device=device)
+    nets.G.eval()
+    fakes = misc.print_module_summary(nets.G, [torch.zeros([batch_gpu, nets.G.z_dim], device=device), c])
+    nets.G.train()
+    misc.print_module_summary(nets.D, [fakes, c])
+
+
+def build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device):
+    """The G and D optimisers and the loss's phase plan bound to them; returns ({'G': opt, 'D': opt}, [Phase])."""
+    plan = lazy_regularisation_phases(G_reg_interval, D_reg_interval)
+    if loss.extra_modules_train_with not in ('G', 'D'):
+        raise TrainingError(f'extra_modules_train_with must be "G" or "D", not {loss.extra_modules_train_with!r}')
+    for spec in plan:
+        if spec.network not in ('G', 'D'):
+            raise TrainingError(f'Phase {spec.name} names network {spec.network!r}; use "G" or "D"')
+    trained = dict(G=[nets.G], D=[nets.D])
+    trained[loss.extra_modules_train_with].extend(extras.values())
+    optimizers = {}
+    for network, opt_kwargs, reg_interval in (('G', G_opt_kwargs, G_reg_interval), ('D', D_opt_kwargs, D_reg_interval)):
+        opt_kwargs = dnnlib.EasyDict(copy.deepcopy(opt_kwargs))
+        if 'betas' in opt_kwargs:
+            opt_kwargs.betas = [float(beta) for beta in opt_kwargs.betas]  # torch.optim wants both floats
+        if reg_interval is not None and any(spec.network == network and spec.interval > 1 for spec in plan):
+            # Lazy regularisation (StyleGAN2 paper, section 3.1): the regulariser runs every R-th
+            # minibatch with gain R, so lr and the betas are rescaled by R / (R + 1) to keep the schedule.
+            ratio = reg_interval / (reg_interval + 1)
+            opt_kwargs.lr *= ratio
+            opt_kwargs.betas = [beta ** ratio for beta in opt_kwargs.betas]
+        optimizers[network] = dnnlib.util.construct_class_by_name(_parameters_of(trained[network]), **opt_kwargs)
+    phases = [Phase(name=spec.name, interval=int(spec.interval), opt=optimizers[spec.network], modules=trained[spec.network],
+                    params=_parameters_of(trained[spec.network]), timer=_PhaseTimer(device)) for spec in plan]
+    return optimizers, phases
+
+
+def _parameters_of(modules):
+    return [param for module in modules for param in module.parameters()]
+
+
+def restore_training_state(state, source, optimizers, augment_pipe, loss, extras, rank):
+    """Put optimisers, p, the loss's state and extra modules back as `state` (from `source`) holds them; returns the
+    Progress (a fresh one when state is None). The RNG streams come back separately, last (restore_rng_streams).
+    """
+    if state is None:
+        return Progress()
+    for network, opt in optimizers.items():
+        opt.load_state_dict(state['optimizers'][network])
+    if augment_pipe is not None and hasattr(augment_pipe, 'p') and state.get('augment_p') is not None:
+        augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
+    per_rank = state['loss_state']
+    loss.load_state_dict(per_rank[rank] if rank < len(per_rank) else per_rank[0])
+    if extras:
+        _load_extra_module_states(extras, state.get('extra_modules', {}), source)
+    window = state.get('ada_window')
+    return Progress(cur_nimg=int(state['cur_nimg']), cur_tick=int(state['cur_tick']), batch_idx=int(state['batch_idx']),
+                    ada_window=None if window is None else tuple(window))
+
+
+def check_resumed_run(state, progress, num_gpus, batch_size, total_kimg, say=print):
+    """Stop when a resumed run has nothing left to train; say when the data order cannot continue exactly."""
+    if state is None:
+        return
+    if (state['num_gpus'], state['batch_size']) != (num_gpus, batch_size):
+        say(f'Note: the saved run used {state["num_gpus"]} processes and batch {state["batch_size"]}; '
+            f'this one uses {num_gpus} and {batch_size}, so the data order will not continue exactly.')
+    if progress.cur_nimg >= total_kimg * 1000:
+        raise TrainingError(f'Resumed run is already at {progress.cur_nimg / 1000:.1f} kimg >= --kimg={total_kimg}; '
+                            f'raise --kimg to continue training')
+
+
+def restore_rng_streams(state, rank, device):
+    """Continue this process's random streams where the saved run left them (no-op without a state)."""
+    if state is not None:
+        per_rank = state['rng']
+        _restore_rng(per_rank[rank] if rank < len(per_rank) else per_rank[0], device)
+
+
+def data_iterator(training_set, data_loader_kwargs, batch_per_process, rank=0, num_gpus=1, random_seed=0, skip_batches=0):
+    """Endless (uint8 images, labels) batches of this process's share, starting after `skip_batches` minibatches."""
+    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    sampler = _ResumableSampler(sampler, skip=skip_batches * batch_per_process)
+    loader = torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_per_process, **data_loader_kwargs)
+    return iter(loader)
+
+
+def start_image_grid(run_dir, training_set, G_ema, batch_gpu, random_seed, device):
+    """Write reals.png and fakes_init.png; returns the grid (size, latents, labels) that every later fakes grid reuses."""
+    size, reals, labels = pick_grid_reals(training_set, random_seed=random_seed)
+    write_image_grid(reals, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=size)
+    # The latents come from a private generator, so the grid shows the same z in every run and after a resume.
+    latents = torch.randn([len(reals), G_ema.z_dim], generator=torch.Generator().manual_seed(random_seed))
+    labels = torch.from_numpy(labels.astype(np.float32).reshape(len(reals), training_set.label_dim))
+    chunk = max(batch_gpu, 8)
+    grid = dnnlib.EasyDict(size=size, latents=latents.to(device).split(chunk), labels=labels.to(device).split(chunk))
+    write_fakes_grid(grid, G_ema, os.path.join(run_dir, 'fakes_init.png'))
+    return grid
+
+
+def write_fakes_grid(grid, G_ema, path):
+    """Render the grid's latents with G_ema (constant noise) into one PNG."""
+    write_image_grid(render_grid_fakes(G_ema, grid.latents, grid.labels), path, drange=[-1, 1], grid_size=grid.size)
+
+
+def prepare_minibatch(images, labels, label_table, num_phases, z_dim, batch_gpu, device):
+    """Reals from the loader (uint8) mapped to [-1, 1], and fresh latents and labels for each phase, all in chunks."""
+    with torch.autograd.profiler.record_function('data_fetch'):
+        count = images.shape[0]
+        c_dim = label_table.shape[1]
+        real_img = (images.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+        real_c = labels.to(device).to(torch.float32).reshape(count, c_dim).split(batch_gpu)
+        gen_z = torch.randn([num_phases, count, z_dim], device=device)
+        drawn = torch.from_numpy(np.random.randint(len(label_table), size=num_phases * count)).to(device)
+        gen_c = label_table[drawn].reshape(num_phases, count, c_dim)
+    return Minibatch(real_img=real_img, real_c=real_c, gen_z=[z.split(batch_gpu) for z in gen_z],
+                     gen_c=[c.split(batch_gpu) for c in gen_c])
+
+
+def run_phases(loss, phases, minibatch, batch_idx, num_gpus):
+    """Every phase due at `batch_idx`: accumulate the loss's gradients chunk by chunk, average them over processes, step."""
+    loss.begin_minibatch(batch_idx)
+    for phase, phase_z, phase_c in zip(phases, minibatch.gen_z, minibatch.gen_c):
+        if batch_idx % phase.interval != 0:
+            continue
+        phase.timer.begin()
+        phase.opt.zero_grad(set_to_none=True)
+        for module in phase.modules:
+            module.requires_grad_(True)
+        # Dividing the gain by the number of chunks makes --batch-gpu pure gradient accumulation.
+        gain = phase.interval / len(minibatch.real_img)
+        for round_img, round_c, round_z, round_gen_c in zip(minibatch.real_img, minibatch.real_c, phase_z, phase_c):
+            loss.accumulate_gradients(phase=phase.name, real_img=round_img, real_c=round_c, gen_z=round_z,
+                                      gen_c=round_gen_c, gain=gain)
+        for module in phase.modules:
+            module.requires_grad_(False)
+        with torch.autograd.profiler.record_function(phase.name + '_opt'):
+            _average_and_clean_gradients(phase.params, num_gpus)
+            phase.opt.step()
+        phase.timer.finish()
+
+
+def update_G_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
+    """Move G_ema towards G with a half-life of ema_kimg (at most cur_nimg * ema_rampup images when ramping up); copy buffers."""
+    with torch.autograd.profiler.record_function('Gema'):
+        half_life = ema_kimg * 1000 if ema_rampup is None else min(ema_kimg * 1000, cur_nimg * ema_rampup)
+        keep = 0.5 ** (batch_size / max(half_life, 1e-8))
+        with torch.no_grad():
+            for averaged, current in zip(G_ema.parameters(), G.parameters()):
+                averaged.lerp_(current, 1 - keep)
+            for averaged, current in zip(G_ema.buffers(), G.buffers()):
+                averaged.copy_(current)
+
+
+def train_minibatch(loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup):
+    """One minibatch: the loss's phases, the G EMA update, and the counters moved on."""
+    run_phases(loss, phases, minibatch, progress.batch_idx, num_gpus)
+    update_G_ema(nets.G_ema, nets.G, progress.cur_nimg, batch_size, ema_kimg, ema_rampup)
+    progress.cur_nimg += batch_size
+    progress.batch_idx += 1
+
+
+def stop_if_diverged(loss, phases, kimg, num_gpus, device, last_snapshot):
+    """Raise TrainingDiverged, on every process alike, when any process saw a NaN/inf loss in the minibatch ending at `kimg`."""
+    bad_phase = loss.first_nonfinite_phase()
+    if num_gpus > 1:
+        names = [phase.name for phase in phases]
+        worst = torch.tensor([names.index(bad_phase) + 1 if bad_phase in names else 0], device=device)
+        torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
+        bad_phase = names[int(worst) - 1] if int(worst) > 0 else None
+    if bad_phase is not None:
+        kept = f'last good snapshot: {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
+        raise TrainingDiverged(f'Loss became NaN/inf in phase {bad_phase} at kimg {kimg:.3f}; training stopped ({kept}). '
+                               f'Try a lower learning rate, a larger --gamma or --fp32.')
+
+
+def gather_ada_signs(ada_stats, window):
+    """The carried (count, mean) window of sign(D(real)) with everything reported since the last call folded in."""
+    ada_stats.update()
+    return _merge_window(window, ada_stats.num('Loss/signs/real'), ada_stats.mean('Loss/signs/real'))
+
+
+def adjust_augment_p(augment_pipe, ada_stats, progress, ada_target, ada_interval, ada_kimg, batch_size):
+    """ADA's feedback (Karras et al. 2020, section 3): move p by sign(E[sign(D(real))] - target) at a rate of 1 per ada_kimg."""
+    window = gather_ada_signs(ada_stats, progress.ada_window)
+    if window is not None:
+        step = np.sign(window[1] - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
+        augment_pipe.p.copy_((augment_pipe.p + step).clamp(min=0))
+    progress.ada_window = None
+
+
+def augment_probability(augment_pipe):
+    """The pipe's current p as a float; 0 without a pipe or for a pipe without p (DiffAugment)."""
+    return float(augment_pipe.p.cpu()) if augment_pipe is not None and hasattr(augment_pipe, 'p') else 0.0
+
+
+@dataclasses.dataclass
+class TickClock:
+    """Wall-clock times (time.time()) the tick report needs."""
+    start: float                  # training started
+    tick_start: float             # this tick's first minibatch started
+    tick_first_nimg: int          # cur_nimg when this tick started
+    tick_end: float = 0.0         # this tick's last minibatch finished
+    maintenance_sec: float = 0.0  # spent on the previous tick's report, snapshots and metrics
+
+    @classmethod
+    def starting_now(cls):
+        now = time.time()
+        return cls(start=now, tick_start=now, tick_first_nimg=0, tick_end=now)
+
+    def next_tick(self, cur_nimg):
+        self.tick_first_nimg = cur_nimg
+        self.tick_start = time.time()
+        self.maintenance_sec = self.tick_start - self.tick_end
+
+
+def report_tick(progress, phases, augment_pipe, clock, total_kimg, tick_stats, device):
+    """Report the tick's progress, timing and memory to training_stats, reduce every stat once, and return
+    (the tick's stats {name: mean/std/num}, its tick line)."""
+    for phase in phases:
+        elapsed = phase.timer.elapsed_ms()
+        if elapsed is not None:
+            training_stats.report0('Timing/' + phase.name, elapsed)
+    total_sec = clock.tick_end - clock.start
+    tick_sec = clock.tick_end - clock.tick_start
+    sec_per_kimg = tick_sec / max((progress.cur_nimg - clock.tick_first_nimg) / 1000, 1e-8)
+    cpu_mem_gb = psutil.Process(os.getpid()).memory_info().rss / 2**30
+    gpu_mem_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
+    p = augment_probability(augment_pipe)
+    values = {
+        'Progress/tick': progress.cur_tick, 'Progress/kimg': progress.cur_nimg / 1000, 'Progress/augment': p,
+        'Timing/total_sec': total_sec, 'Timing/sec_per_tick': tick_sec, 'Timing/sec_per_kimg': sec_per_kimg,
+        'Timing/maintenance_sec': clock.maintenance_sec, 'Timing/total_hours': total_sec / 3600,
+        'Timing/total_days': total_sec / 86400, 'Resources/cpu_mem_gb': cpu_mem_gb, 'Resources/peak_gpu_mem_gb': gpu_mem_gb,
+    }
+    if device.type == 'cuda':
+        values['Resources/peak_gpu_mem_reserved_gb'] = torch.cuda.max_memory_reserved(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    for name, value in values.items():
+        training_stats.report0(name, value)
+    tick_stats.update()
+    eta_sec = max(total_kimg * 1000 - progress.cur_nimg, 0) / 1000 * sec_per_kimg
+    losses = [tick_stats[name] if tick_stats.num(name) else None for name in ('Loss/G/loss', 'Loss/D/loss')]
+    line = format_tick_line(progress.cur_tick, progress.cur_nimg, total_sec, tick_sec, sec_per_kimg, eta_sec,
+                            clock.maintenance_sec, cpu_mem_gb, gpu_mem_gb, p, *losses)
+    return tick_stats.as_dict(), line
+
+
+def snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus):
+    """The network-snapshot pickle's contents: SNAPSHOT_KEYS in order (eval-mode CPU copies), then the loss's
+    extra modules' state_dicts under its snapshot_key."""
+    contents = {'training_set_kwargs': dict(training_set_kwargs)}
+    for key in SNAPSHOT_KEYS[1:]:
+        module = nets[key]
+        if module is not None and num_gpus > 1:
+            # The processes must agree on every weight; running averages (w_avg) are exempt.
+            misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+        contents[key] = None if module is None else copy.deepcopy(module).cpu().eval().requires_grad_(False)
+    if extras:
+        contents[loss.snapshot_key] = {name: _module_state_cpu(module) for name, module in extras.items()}
+    return contents
+
+
+def save_snapshot(run_dir, snapshot, progress, optimizers, augment_pipe, ada_stats, loss, rng, num_gpus, batch_size, is_main):
+    """Write network-snapshot-<kimg>.pkl and training-state-<kimg>.pt (rank 0 writes; every rank must call this,
+    since the RNG and loss states are gathered from all of them). Returns the pickle's path."""
+    if ada_stats is not None:
+        # Carry the signs gathered since p last moved, so a resume continues the same update.
+        progress.ada_window = gather_ada_signs(ada_stats, progress.ada_window)
+    all_rng = _gather_from_all(rng, num_gpus)
+    all_loss_states = _gather_from_all(loss.state_dict(), num_gpus)
+    snapshot_pkl = os.path.join(run_dir, snapshot_name(progress.cur_nimg))
+    if not is_main:
+        return snapshot_pkl
+    state = dict(
+        format=TRAINING_STATE_FORMAT,
+        snapshot_pkl=os.path.basename(snapshot_pkl),
+        cur_nimg=progress.cur_nimg,
+        cur_tick=progress.cur_tick + 1,  # a resume starts with the next tick
+        batch_idx=progress.batch_idx,
+        num_gpus=num_gpus,
+        batch_size=batch_size,
+        optimizers={network: opt.state_dict() for network, opt in optimizers.items()},
+        augment_p=None if augment_pipe is None else augment_probability(augment_pipe),
+        ada_window=None if progress.ada_window is None else list(progress.ada_window),
+        loss_class=f'{type(loss).__module__}.{type(loss).__qualname__}',
+        loss_state=all_loss_states,
+        extra_modules=snapshot.get(loss.snapshot_key, {}),
+        rng=all_rng,
+    )
+    dnnlib.util.write_atomically(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
+    dnnlib.util.write_atomically(os.path.join(run_dir, training_state_name(progress.cur_nimg)), lambda f: torch.save(state, f))
+    return snapshot_pkl
+
+
+def evaluate_metrics(metrics, snapshot, snapshot_pkl, training_set_kwargs, run_dir, num_gpus, rank, device):
+    """Compute each metric on the snapshot's G_ema (all processes take part); rank 0 appends metric-<name>.jsonl. Returns {name: value}."""
+    from metrics import metric_main  # heavy import, only when metrics are requested
+    values = {}
+    for metric in metrics:
+        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'], dataset_kwargs=training_set_kwargs,
+                                         num_gpus=num_gpus, rank=rank, device=device)
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+        values.update(result.results)
+    return values
+
+
+class StatsWriter:
+    """The per-tick stats files of rank 0: stats.jsonl, and TensorBoard events when tensorboard is installed."""
+
+    def __init__(self, run_dir, say=print):
+        self.jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+        self.tensorboard = None
+        try:
+            import torch.utils.tensorboard as tensorboard
+            self.tensorboard = tensorboard.SummaryWriter(run_dir)
+        except ImportError:
+            say('TensorBoard is not installed; skipping events files (pip install tensorboard to get them).')
+
+    def write(self, stats, metric_values, cur_nimg, start_time):
+        """One jsonl record (the tick's stats plus a timestamp); TensorBoard scalars at step kimg."""
+        timestamp = time.time()
+        self.jsonl.write(json.dumps({**stats, 'timestamp': timestamp}) + '\n')
+        self.jsonl.flush()
+        if self.tensorboard is not None:
+            scalars = [(name, value.mean) for name, value in stats.items()]
+            scalars += [(f'Metrics/{name}', value) for name, value in metric_values.items()]
+            for name, value in scalars:
+                self.tensorboard.add_scalar(name, value, global_step=cur_nimg // 1000, walltime=timestamp - start_time)
+            self.tensorboard.flush()
+
+    def close(self):
+        self.jsonl.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+#----------------------------------------------------------------------------
 
 def training_loop(
     run_dir                 = '.',      # Output directory (must exist).
@@ -318,411 +785,88 @@ def training_loop(
     allow_tf32              = False,    # TF32 for matmul and convolutions.
     abort_fn                = None,     # Callable: returns True to stop at the next tick.
     progress_fn             = None,     # Callable(cur_kimg, total_kimg) called each tick.
-    device                  = None,     # torch.device or string; None = cuda:rank when available, else CPU.
+    device                  = 'cpu',    # torch.device or string, as train.py chose it (with the precision in G/D_kwargs).
 ):
-    # --- Device, seeds and global switches --------------------------------------------------
-    start_time = time.time()
-    if device is None:
-        device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+    """Train G and D in this process (one of num_gpus); returns the path of the last network snapshot, or None."""
+    # --- Set-up --------------------------------------------------------------------------------
+    clock = TickClock.starting_now()
     device = torch.device(device)
-    if device.type == 'cuda':
-        torch.cuda.set_device(device)
-    np.random.seed(random_seed * num_gpus + rank)
-    torch.manual_seed(random_seed * num_gpus + rank)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    conv2d_gradfix.enabled = True
-    grid_sample_gradfix.enabled = True
+    setup_process(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
     is_main = rank == 0
     say = print if is_main else (lambda *args, **kwargs: None)
-
-    if batch_size % (batch_gpu * num_gpus) != 0:
-        raise TrainingError(f'batch_size={batch_size} must be a multiple of batch_gpu*num_gpus={batch_gpu * num_gpus}')
-    batch_per_process = batch_size // num_gpus
-    num_rounds = batch_per_process // batch_gpu
-
-    G_kwargs = copy.deepcopy(dnnlib.EasyDict(G_kwargs))
-    D_kwargs = copy.deepcopy(dnnlib.EasyDict(D_kwargs))
-    if device.type != 'cuda':
-        # fp16 only pays off (and only works reliably) on CUDA.
-        G_kwargs.setdefault('synthesis_kwargs', dnnlib.EasyDict())['num_fp16_res'] = 0
-        D_kwargs['num_fp16_res'] = 0
-
-    # --- Data -------------------------------------------------------------------------------
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
-    c_dim = training_set.label_dim
-    # Labels for generated images are drawn from the dataset's label distribution; a table on the
-    # device turns that into one indexing op per minibatch.
-    label_table = np.stack([training_set.get_label(i) for i in range(len(training_set))]).astype(np.float32)
-    label_table = torch.from_numpy(label_table.reshape(len(training_set), c_dim)).to(device)
+    batch_per_process = split_batch(batch_size, batch_gpu, num_gpus)
+    training_set, label_table = open_training_set(training_set_kwargs, device)
     say(f'Dataset: {len(training_set)} images of shape {training_set.image_shape}, labels {training_set.label_shape}')
+    nets = build_networks(network_sizes(training_set), G_kwargs, D_kwargs, device, augment_kwargs, augment_p, ada_target)
+    ada_stats = ada_collector(nets.augment_pipe, ada_target)
+    loss, extras = build_loss(loss_kwargs, nets, device)
 
-    # --- Networks ---------------------------------------------------------------------------
-    common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels)
-    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
-    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
-    G_ema = copy.deepcopy(G).eval()
-
-    augment_pipe = None
-    ada_stats = None
-    if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
-        augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        if hasattr(augment_pipe, 'p'):
-            augment_pipe.p.copy_(torch.as_tensor(augment_p))
-            if ada_target is not None:
-                # keep_previous=False: an update with no new values must not recount the old window.
-                ada_stats = training_stats.Collector(regex='Loss/signs/real', keep_previous=False)
-
-    loss = dnnlib.util.construct_class_by_name(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
-                                               augment_pipe=augment_pipe, **loss_kwargs)
-    extras = dict(loss.extra_modules())
-    for module in extras.values():
-        module.to(device).train().requires_grad_(False)
-    if extras and not loss.snapshot_key:
-        raise TrainingError(f'{type(loss).__name__} has extra modules but no snapshot_key to save them under')
-
-    # --- Resume: networks -------------------------------------------------------------------
-    state = None
-    if resume_state is not None:
-        state, resume_pkl_for_state = load_training_state(resume_state)
-        say(f'Resuming exactly from "{resume_state}" (kimg {state["cur_nimg"] / 1000:.1f}, tick {state["cur_tick"]})')
-        resume_sources = [resume_pkl_for_state]
-    elif resume_pkl is not None:
-        say(f'Resuming networks from "{resume_pkl}"')
-        resume_sources = [resume_pkl] if is_main else []
-    else:
-        resume_sources = []
-    for source in resume_sources:
-        import legacy  # networks-only dependency, imported when needed
-        with dnnlib.util.open_url(source) as f:
-            resume_data = legacy.load_network_pkl(f)
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            _copy_resumed_weights(resume_data[name], module, name)
-        if state is not None and augment_pipe is not None and resume_data.get('augment_pipe') is not None:
-            misc.copy_params_and_buffers(resume_data['augment_pipe'], augment_pipe, require_all=False)
-        if extras and loss.snapshot_key in resume_data:
-            _load_extra_module_states(extras, resume_data[loss.snapshot_key], source)
-        del resume_data
-
-    if num_gpus > 1:
-        _broadcast_from_rank0([G, D, G_ema] + ([augment_pipe] if augment_pipe is not None else []) + list(extras.values()))
-
+    # --- Resume: networks, then phases and the rest of the saved state -------------------------
+    state = resume_networks(resume_state, resume_pkl, nets, loss, extras, is_main, say)
+    broadcast_networks(nets, extras, num_gpus)
     if is_main:
-        # Eval mode so the summary pass does not move G's w_avg (that would break exact resume).
-        z = torch.zeros([batch_gpu, G.z_dim], device=device)
-        c = torch.zeros([batch_gpu, c_dim], device=device)
-        G.eval()
-        img = misc.print_module_summary(G, [z, c])
-        G.train()
-        misc.print_module_summary(D, [img, c])
-
-    # --- Optimisers and phases --------------------------------------------------------------
-    plan = loss.phase_plan(G_reg_interval, D_reg_interval)
-    if not plan:
-        raise TrainingError(f'{type(loss).__name__}.phase_plan() returned no phases')
-    trainables = {'G': [G], 'D': [D]}
-    if loss.extra_modules_train_with not in trainables:
-        raise TrainingError(f'extra_modules_train_with must be "G" or "D", not {loss.extra_modules_train_with!r}')
-    trainables[loss.extra_modules_train_with] += list(extras.values())
-    lazy_intervals = {'G': G_reg_interval, 'D': D_reg_interval}
-    optimizers = {}
-    for network, opt_kwargs in (('G', G_opt_kwargs), ('D', D_opt_kwargs)):
-        opt_kwargs = dnnlib.EasyDict(copy.deepcopy(opt_kwargs))
-        interval = lazy_intervals[network]
-        if interval is not None and any(p.network == network and p.interval > 1 for p in plan):
-            # Lazy regularisation: the regulariser runs every `interval` steps with gain `interval`,
-            # so the optimiser's lr and momentum are rescaled to keep the same effective schedule.
-            ratio = interval / (interval + 1)
-            opt_kwargs.lr = opt_kwargs.lr * ratio
-            opt_kwargs.betas = [beta ** ratio for beta in opt_kwargs.betas]
-        params = [p for module in trainables[network] for p in module.parameters()]
-        optimizers[network] = dnnlib.util.construct_class_by_name(params, **opt_kwargs)
-    phases = []
-    for spec in plan:
-        if spec.network not in optimizers:
-            raise TrainingError(f'Phase {spec.name} names network {spec.network!r}; use "G" or "D"')
-        phases.append(dnnlib.EasyDict(name=spec.name, interval=int(spec.interval), opt=optimizers[spec.network],
-                                      modules=trainables[spec.network],
-                                      params=[p for m in trainables[spec.network] for p in m.parameters()],
-                                      timer=_PhaseTimer(device)))
-
-    # --- Resume: training state -------------------------------------------------------------
-    cur_nimg = 0
-    cur_tick = 0
-    batch_idx = 0
-    ada_window = None  # (count, mean) of sign(D(real)) carried over from before the last snapshot
-    if state is not None:
-        for network, opt in optimizers.items():
-            opt.load_state_dict(state['optimizers'][network])
-        cur_nimg = int(state['cur_nimg'])
-        cur_tick = int(state['cur_tick'])
-        batch_idx = int(state['batch_idx'])
-        if augment_pipe is not None and state.get('augment_p') is not None and hasattr(augment_pipe, 'p'):
-            augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
-        if state.get('ada_window') is not None:
-            ada_window = tuple(state['ada_window'])
-        loss_states = state['loss_state']
-        loss.load_state_dict(loss_states[rank] if rank < len(loss_states) else loss_states[0])
-        if extras:
-            _load_extra_module_states(extras, state.get('extra_modules', {}), resume_state)
-        if state['num_gpus'] != num_gpus or state['batch_size'] != batch_size:
-            say(f'Note: the saved run used {state["num_gpus"]} processes and batch {state["batch_size"]}; '
-                f'this one uses {num_gpus} and {batch_size}, so the data order will not continue exactly.')
-        if cur_nimg >= total_kimg * 1000:
-            raise TrainingError(f'Resumed run is already at {cur_nimg / 1000:.1f} kimg >= --kimg={total_kimg}; raise --kimg to continue training')
-
-    # --- Data loader (continues the index stream after a resume) -----------------------------
-    data_loader_kwargs = dict(data_loader_kwargs)
-    if device.type != 'cuda':
-        data_loader_kwargs.pop('pin_memory', None)
-    if not data_loader_kwargs.get('num_workers'):
-        data_loader_kwargs.pop('prefetch_factor', None)
-    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
-    sampler = _ResumableSampler(sampler, skip=batch_idx * batch_per_process)
-    training_iter = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
-                                                     batch_size=batch_per_process, **data_loader_kwargs))
-
-    # --- Grids --------------------------------------------------------------------------------
-    grid_size = grid_latents = grid_labels_dev = None
-    if is_main and image_snapshot_ticks is not None:
-        grid_size, grid_reals, grid_labels = pick_grid_reals(training_set, random_seed=random_seed)
-        write_image_grid(grid_reals, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
-        # A private generator keeps the grid latents fixed across runs and resumes.
-        z_generator = torch.Generator().manual_seed(random_seed)
-        grid_batch = max(batch_gpu, 8)
-        grid_latents = torch.randn([len(grid_reals), G.z_dim], generator=z_generator).to(device).split(grid_batch)
-        grid_labels_dev = torch.from_numpy(grid_labels.astype(np.float32)).reshape(len(grid_reals), c_dim).to(device).split(grid_batch)
-        write_image_grid(render_grid_fakes(G_ema, grid_latents, grid_labels_dev), os.path.join(run_dir, 'fakes_init.png'),
-                        drange=[-1, 1], grid_size=grid_size)
-
-    # --- Reporting ----------------------------------------------------------------------------
+        print_network_summaries(nets, batch_gpu, device)
+    optimizers, phases = build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
+    progress = restore_training_state(state, resume_state, optimizers, nets.augment_pipe, loss, extras, rank)
+    check_resumed_run(state, progress, num_gpus, batch_size, total_kimg, say)
+    training_iter = data_iterator(training_set, data_loader_kwargs, batch_per_process, rank, num_gpus, random_seed,
+                                  skip_batches=progress.batch_idx)
+    grid = (start_image_grid(run_dir, training_set, nets.G_ema, batch_gpu, random_seed, device)
+            if is_main and image_snapshot_ticks is not None else None)
     tick_stats = training_stats.Collector(regex='.*')
-    metric_values = dict()
-    jsonl_file = None
-    tb_writer = None
-    if is_main:
-        jsonl_file = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
-        try:
-            import torch.utils.tensorboard as tensorboard
-            tb_writer = tensorboard.SummaryWriter(run_dir)
-        except ImportError:
-            say('TensorBoard is not installed; skipping events files (pip install tensorboard to get them).')
-
-    # --- Train --------------------------------------------------------------------------------
-    say(f'Phases: {", ".join(f"{p.name}/{p.interval}" for p in phases)}; training until {total_kimg} kimg.')
-    if state is not None:
-        saved_rng = state['rng']
-        _restore_rng(saved_rng[rank] if rank < len(saved_rng) else saved_rng[0], device)
-    del state
-    tick_first_nimg = cur_nimg
-    tick_start_time = time.time()
-    maintenance_sec = tick_start_time - start_time
+    stats_writer = StatsWriter(run_dir, say) if is_main else None
+    metric_values = {}
     last_snapshot = None
+    say(f'Phases: {", ".join(f"{p.name}/{p.interval}" for p in phases)}; training until {total_kimg} kimg.')
+    restore_rng_streams(state, rank, device)  # last, because set-up itself draws random numbers
+    del state
+    clock.next_tick(progress.cur_nimg)
     if progress_fn is not None:
-        progress_fn(cur_nimg // 1000, total_kimg)
+        progress_fn(progress.cur_nimg // 1000, total_kimg)
 
+    # --- Train: one minibatch per pass ---------------------------------------------------------
     while True:
-        # Fetch one minibatch: reals from the loader, latents and labels for every phase.
-        with torch.autograd.profiler.record_function('data_fetch'):
-            real_img, real_c = next(training_iter)
-            real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-            real_c = real_c.to(device).to(torch.float32).reshape(batch_per_process, c_dim).split(batch_gpu)
-            latents_by_phase = torch.randn([len(phases), batch_per_process, G.z_dim], device=device)
-            label_idx = torch.from_numpy(np.random.randint(len(training_set), size=len(phases) * batch_per_process)).to(device)
-            labels_by_phase = label_table[label_idx].reshape(len(phases), batch_per_process, c_dim)
-
-        loss.begin_minibatch(batch_idx)
-        for phase, phase_z, phase_c in zip(phases, latents_by_phase, labels_by_phase):
-            if batch_idx % phase.interval != 0:
-                continue
-            phase.timer.begin()
-            phase.opt.zero_grad(set_to_none=True)
-            for module in phase.modules:
-                module.requires_grad_(True)
-            # Dividing the gain by the number of rounds makes --batch-gpu pure gradient accumulation.
-            gain = phase.interval / num_rounds
-            for round_img, round_c, round_z, round_gen_c in zip(real_img, real_c, phase_z.split(batch_gpu),
-                                                                phase_c.split(batch_gpu)):
-                loss.accumulate_gradients(phase=phase.name, real_img=round_img, real_c=round_c, gen_z=round_z,
-                                          gen_c=round_gen_c, gain=gain)
-            for module in phase.modules:
-                module.requires_grad_(False)
-            with torch.autograd.profiler.record_function(phase.name + '_opt'):
-                _average_and_clean_gradients(phase.params, num_gpus)
-                phase.opt.step()
-            phase.timer.finish()
-
-        # G EMA: half-life of ema_kimg, optionally ramped up over the first images.
-        with torch.autograd.profiler.record_function('Gema'):
-            ema_nimg = ema_kimg * 1000
-            if ema_rampup is not None:
-                ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-            ema_keep = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                    p_ema.lerp_(p, 1 - ema_keep)
-                for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                    b_ema.copy_(b)
-
-        cur_nimg += batch_size
-        batch_idx += 1
-
-        # Stop on NaN/inf before anything else sees the poisoned weights.
-        bad_phase = loss.first_nonfinite_phase()
-        if num_gpus > 1:
-            names = [p.name for p in phases]
-            code = torch.tensor([names.index(bad_phase) + 1 if bad_phase in names else 0], device=device)
-            torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
-            bad_phase = names[int(code) - 1] if int(code) > 0 else None
-        if bad_phase is not None:
-            kept = f'last good snapshot: {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
-            raise TrainingDiverged(f'Loss became NaN/inf in phase {bad_phase} at kimg {(cur_nimg - batch_size) / 1000:.3f}; '
-                                   f'training stopped ({kept}). Try a lower learning rate, a larger --gamma or --fp32.')
-
-        # ADA: nudge p towards the target sign of D(real).
-        if ada_stats is not None and batch_idx % ada_interval == 0:
-            ada_stats.update()
-            ada_window = _merge_window(ada_window, ada_stats.num('Loss/signs/real'), ada_stats.mean('Loss/signs/real'))
-            if ada_window is not None:
-                step = np.sign(ada_window[1] - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
-                augment_pipe.p.copy_((augment_pipe.p + step).clamp(min=0))
-            ada_window = None
-
-        # Tick bookkeeping.
-        done = cur_nimg >= total_kimg * 1000
-        if not done and cur_tick != 0 and cur_nimg < tick_first_nimg + kimg_per_tick * 1000:
+        minibatch = prepare_minibatch(*next(training_iter), label_table, len(phases), nets.G.z_dim, batch_gpu, device)
+        train_minibatch(loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup)
+        # Before anything else sees poisoned weights.
+        stop_if_diverged(loss, phases, (progress.cur_nimg - batch_size) / 1000, num_gpus, device, last_snapshot)
+        if ada_stats is not None and progress.batch_idx % ada_interval == 0:
+            adjust_augment_p(nets.augment_pipe, ada_stats, progress, ada_target, ada_interval, ada_kimg, batch_size)
+        done = progress.cur_nimg >= total_kimg * 1000
+        if not done and progress.cur_tick != 0 and progress.cur_nimg < clock.tick_first_nimg + kimg_per_tick * 1000:
             continue
 
-        tick_end_time = time.time()
+        # --- Tick: report, images, snapshot and state, metrics (none of it moves the training RNGs)
+        clock.tick_end = time.time()
         with _rng_untouched(device) as rng_at_tick:
-            # Everything below runs with the RNG state saved/restored, so it cannot change training.
-            for phase in phases:
-                elapsed = phase.timer.elapsed_ms()
-                if elapsed is not None:
-                    training_stats.report0('Timing/' + phase.name, elapsed)
-            tick_sec = tick_end_time - tick_start_time
-            tick_kimg = (cur_nimg - tick_first_nimg) / 1000
-            sec_per_kimg = tick_sec / max(tick_kimg, 1e-8)
-            cpu_mem_gb = psutil.Process(os.getpid()).memory_info().rss / 2**30
-            gpu_mem_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
-            augment_value = float(augment_pipe.p.cpu()) if augment_pipe is not None and hasattr(augment_pipe, 'p') else 0.0
-            training_stats.report0('Progress/tick', cur_tick)
-            training_stats.report0('Progress/kimg', cur_nimg / 1000)
-            training_stats.report0('Progress/augment', augment_value)
-            training_stats.report0('Timing/total_sec', tick_end_time - start_time)
-            training_stats.report0('Timing/sec_per_tick', tick_sec)
-            training_stats.report0('Timing/sec_per_kimg', sec_per_kimg)
-            training_stats.report0('Timing/maintenance_sec', maintenance_sec)
-            training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / 3600)
-            training_stats.report0('Timing/total_days', (tick_end_time - start_time) / 86400)
-            training_stats.report0('Resources/cpu_mem_gb', cpu_mem_gb)
-            training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem_gb)
-            if device.type == 'cuda':
-                training_stats.report0('Resources/peak_gpu_mem_reserved_gb', torch.cuda.max_memory_reserved(device) / 2**30)
-                torch.cuda.reset_peak_memory_stats(device)
-            tick_stats.update()
-            stats_dict = tick_stats.as_dict()
-
-            eta_sec = max(total_kimg * 1000 - cur_nimg, 0) / 1000 * sec_per_kimg
-            say(format_tick_line(cur_tick, cur_nimg, tick_end_time - start_time, tick_sec, sec_per_kimg, eta_sec,
-                                 maintenance_sec, cpu_mem_gb, gpu_mem_gb, augment_value,
-                                 *(tick_stats[name] if tick_stats.num(name) else None for name in ('Loss/G/loss', 'Loss/D/loss'))))
-
+            stats, line = report_tick(progress, phases, nets.augment_pipe, clock, total_kimg, tick_stats, device)
+            say(line)
             if abort_fn is not None and not done and abort_fn():
                 done = True
                 say('abort_fn asked to stop; finishing this tick.')
-
-            # Image snapshot.
-            if is_main and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
-                images = render_grid_fakes(G_ema, grid_latents, grid_labels_dev)
-                write_image_grid(images, os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png'), drange=[-1, 1], grid_size=grid_size)
-                loss.write_snapshot_images(G_ema, run_dir, cur_nimg)
-
-            # Network snapshot and training state.
-            snapshot = None
-            snapshot_pkl = None
-            if network_snapshot_ticks is not None and (done or cur_tick % network_snapshot_ticks == 0):
-                snapshot = dict(training_set_kwargs=dict(training_set_kwargs))
-                for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
-                    if module is not None:
-                        if num_gpus > 1:
-                            misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
-                        module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-                    snapshot[name] = module
-                extras_cpu = {name: _module_state_cpu(m) for name, m in extras.items()}
-                if extras:
-                    snapshot[loss.snapshot_key] = extras_cpu
-
-                # Fold the ADA statistics gathered so far into the carried window, so a resume
-                # continues the same p update.
-                if ada_stats is not None:
-                    ada_stats.update()
-                    ada_window = _merge_window(ada_window, ada_stats.num('Loss/signs/real'), ada_stats.mean('Loss/signs/real'))
-                all_rng = _gather_from_all(rng_at_tick, num_gpus)
-                all_loss_states = _gather_from_all(loss.state_dict(), num_gpus)
-                snapshot_pkl = os.path.join(run_dir, snapshot_name(cur_nimg))
-                if is_main:
-                    training_state = {
-                        'format': TRAINING_STATE_FORMAT,
-                        'snapshot_pkl': os.path.basename(snapshot_pkl),
-                        'cur_nimg': cur_nimg,
-                        'cur_tick': cur_tick + 1,  # the tick that starts after this one
-                        'batch_idx': batch_idx,
-                        'num_gpus': num_gpus,
-                        'batch_size': batch_size,
-                        'optimizers': {network: opt.state_dict() for network, opt in optimizers.items()},
-                        'augment_p': augment_value if augment_pipe is not None else None,
-                        'ada_window': list(ada_window) if ada_window is not None else None,
-                        'loss_class': f'{type(loss).__module__}.{type(loss).__qualname__}',
-                        'loss_state': all_loss_states,
-                        'extra_modules': extras_cpu,
-                        'rng': all_rng,
-                    }
-                    _write_atomically(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
-                    _write_atomically(os.path.join(run_dir, training_state_name(cur_nimg)),
-                                      lambda f: torch.save(training_state, f))
-                last_snapshot = snapshot_pkl
-
-            # Metrics.
-            if snapshot is not None and len(metrics) > 0:
-                from metrics import metric_main  # heavy import, only when metrics are requested
-                for metric in metrics:
-                    result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'], dataset_kwargs=training_set_kwargs,
-                                                     num_gpus=num_gpus, rank=rank, device=device)
-                    if is_main:
-                        metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
-                    metric_values.update(result.results)
-            del snapshot
-
-            # Stats files.
-            timestamp = time.time()
-            if jsonl_file is not None:
-                record = {**stats_dict, 'timestamp': timestamp}
-                jsonl_file.write(json.dumps(record) + '\n')
-                jsonl_file.flush()
-            if tb_writer is not None:
-                step_kimg = cur_nimg // 1000
-                scalars = [(name, value.mean) for name, value in stats_dict.items()]
-                scalars += [(f'Metrics/{name}', value) for name, value in metric_values.items()]
-                for name, value in scalars:
-                    tb_writer.add_scalar(name, value, global_step=step_kimg, walltime=timestamp - start_time)
-                tb_writer.flush()
+            if grid is not None and (done or progress.cur_tick % image_snapshot_ticks == 0):
+                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{progress.cur_nimg // 1000:06d}.png'))
+                loss.write_snapshot_images(nets.G_ema, run_dir, progress.cur_nimg)
+            if network_snapshot_ticks is not None and (done or progress.cur_tick % network_snapshot_ticks == 0):
+                snapshot = snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus)
+                last_snapshot = save_snapshot(run_dir, snapshot, progress, optimizers, nets.augment_pipe, ada_stats, loss,
+                                              rng_at_tick, num_gpus, batch_size, is_main)
+                if metrics:
+                    metric_values.update(evaluate_metrics(metrics, snapshot, last_snapshot, training_set_kwargs, run_dir,
+                                                          num_gpus, rank, device))
+                del snapshot
+            if stats_writer is not None:
+                stats_writer.write(stats, metric_values, progress.cur_nimg, clock.start)
             if progress_fn is not None:
-                progress_fn(cur_nimg // 1000, total_kimg)
-
-        cur_tick += 1
-        tick_first_nimg = cur_nimg
-        tick_start_time = time.time()
-        maintenance_sec = tick_start_time - tick_end_time
+                progress_fn(progress.cur_nimg // 1000, total_kimg)
+        progress.cur_tick += 1
+        clock.next_tick(progress.cur_nimg)
         if done:
             break
 
-    if jsonl_file is not None:
-        jsonl_file.close()
-    if tb_writer is not None:
-        tb_writer.close()
-    say(f'Finished at {cur_nimg / 1000:.1f} kimg.')
+    if stats_writer is not None:
+        stats_writer.close()
+    say(f'Finished at {progress.cur_nimg / 1000:.1f} kimg.')
     return last_snapshot
 
 

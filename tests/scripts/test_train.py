@@ -226,3 +226,75 @@ def test_detector_dir_lets_the_metric_check_pass_offline(tmp_path, data16, monke
                     f'--detector-dir={detectors}', '--device=cpu', '--dry-run')
     assert result.exit_code == 0, result.output
     assert os.environ['SG2MIXDL_DETECTOR_DIR'] == str(detectors)
+
+
+def test_gpus_without_cuda_is_one_line_naming_the_fix(tmp_path, data16, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for gpus in ('2', '1'):
+        result = invoke(f'--outdir={tmp_path}', f'--data={data16}', f'--gpus={gpus}', '--metrics=none', '--dry-run')
+        assert result.exit_code == 2 and 'Traceback' not in result.output
+        line = last_line(result)
+        assert line.startswith(f'Error: --gpus={gpus}, but PyTorch') and 'sees no CUDA device' in line
+        assert 'install a CUDA build of torch' in line and '--device=cpu' in line
+    # On purpose: N CPU processes; and no --gpus at all still falls back to one CPU process.
+    assert invoke(f'--outdir={tmp_path}', f'--data={data16}', '--gpus=2', '--device=cpu', '--metrics=none', '--dry-run').exit_code == 0
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--metrics=none', '--dry-run')
+    assert result.exit_code == 0 and 'Processes:      1 (CPU)' in result.output
+    assert not os.listdir(tmp_path)
+
+
+def test_device_mps_is_refused_with_a_clear_message_where_it_cannot_train(tmp_path, data16, monkeypatch):
+    if not torch.backends.mps.is_available():
+        result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--device=mps', '--metrics=none', '--dry-run')
+        assert result.exit_code == 2 and 'Traceback' not in result.output
+        assert last_line(result).startswith('Error: --device=mps: this PyTorch') and last_line(result).endswith('use --device=cpu')
+
+    # Where MPS is present, a failing test step of the ops is the reason given; a working one trains on MPS in fp32.
+    monkeypatch.setattr(torch.backends.mps, 'is_built', lambda: True)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
+
+    def broken_probe(device):
+        raise NotImplementedError('The operator aten::grid_sampler_2d_backward is not implemented for MPS\nmore text')
+    monkeypatch.setattr(train, 'probe_training_ops', broken_probe)
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--device=mps', '--metrics=none', '--dry-run')
+    assert result.exit_code == 2
+    assert last_line(result) == ('Error: --device=mps: a test training step in fp32 with the reference ops failed on MPS '
+                                 '(The operator aten::grid_sampler_2d_backward is not implemented for MPS); use --device=cpu')
+    monkeypatch.setattr(train, 'probe_training_ops', lambda device: None)
+    _, config = config_for(f'--data={data16}', '--device=mps', '--cfg=paper256', '--metrics=none')
+    assert config.device == 'mps' and config.G_kwargs.synthesis_kwargs.num_fp16_res == 0 and config.D_kwargs.num_fp16_res == 0
+    assert config.data_loader_kwargs.pin_memory is False
+    result = invoke(f'--outdir={tmp_path}', f'--data={data16}', '--device=mps', '--gpus=2', '--metrics=none', '--dry-run')
+    assert result.exit_code == 2 and 'one MPS device' in last_line(result)
+
+
+def test_probe_training_ops_runs_a_real_step_on_cpu(monkeypatch):
+    from torch_utils.ops import conv2d_gradfix
+    monkeypatch.setattr(conv2d_gradfix, 'enabled', False)
+    train.probe_training_ops(torch.device('cpu'))
+    assert conv2d_gradfix.enabled is False  # switches put back
+
+
+def test_precision_policy_lives_in_one_function():
+    G_kwargs = dict(synthesis_kwargs=dict(num_fp16_res=4, conv_clamp=256))
+    D_kwargs = dict(num_fp16_res=4, conv_clamp=256)
+    train.apply_precision(G_kwargs, D_kwargs, 'cuda')
+    assert G_kwargs['synthesis_kwargs']['num_fp16_res'] == D_kwargs['num_fp16_res'] == 4
+    for device_type in ('cpu', 'mps'):
+        train.apply_precision(G_kwargs, D_kwargs, device_type)
+        assert G_kwargs['synthesis_kwargs']['num_fp16_res'] == D_kwargs['num_fp16_res'] == 0
+        assert D_kwargs['conv_clamp'] == 256
+    train.apply_precision(G_kwargs, D_kwargs, 'cuda', fp32=True)
+    assert G_kwargs['synthesis_kwargs']['conv_clamp'] is None and D_kwargs['conv_clamp'] is None
+    assert train.process_device('cpu', local_rank=3) == torch.device('cpu')
+
+
+def test_loop_takes_the_device_and_loader_settings_it_is_given(data16):
+    # CPU: no pinned memory, no prefetching without workers, fp32 layers; the loop itself decides none of it.
+    _, config = config_for(f'--data={data16}', '--device=cpu', '--workers=0', '--cfg=paper256', '--metrics=none')
+    assert config.data_loader_kwargs == {'pin_memory': False, 'num_workers': 0}
+    assert config.G_kwargs.synthesis_kwargs.num_fp16_res == 0 and config.device == 'cpu'
+    import inspect
+    from training import training_loop
+    source = inspect.getsource(training_loop)
+    assert 'set_device' not in source and 'pin_memory' not in source and 'num_fp16_res' not in source

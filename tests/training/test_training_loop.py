@@ -1,5 +1,6 @@
-"""End-to-end CPU runs of the training loop at 16 px: run files, exact resume, the loss plug-in interface, NaN guard."""
+"""The training loop at 16 px on CPU: end-to-end runs (run files, exact resume, the loss plug-in interface, NaN guard) and each step alone."""
 
+import copy
 import json
 import os
 import pickle
@@ -9,15 +10,18 @@ import PIL.Image
 import pytest
 import torch
 
+import dnnlib
 import legacy
 from tests._shared import single_torch_thread  # noqa: F401 (autouse fixture)
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import training_loop as tl
-from training.loss import StyleGAN2Loss
+from training.augment import augpipe_specs
+from training.loss import Loss, StyleGAN2Loss
 
 TINY_NET = dict(z_dim=32, w_dim=32, mapping_kwargs=dict(num_layers=2),
                 synthesis_kwargs=dict(channel_base=256, channel_max=32))
-BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
-           brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+BGC = dict(augpipe_specs['bgc'])  # train.py's default --augpipe
 
 
 @pytest.fixture(scope='module')
@@ -270,3 +274,259 @@ def test_metrics_hook_runs_at_snapshots(tmp_path, image_dir):
     (record,) = read_jsonl(run_dir / 'metric-pix_div1k.jsonl')
     assert record['metric'] == 'pix_div1k' and record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
     assert all(np.isfinite(value) for value in record['results'].values())
+
+#----------------------------------------------------------------------------
+# The steps of the loop, one by one.
+
+def tiny_setup(image_dir, loss_kwargs=None, **net_overrides):
+    """Dataset, networks, loss and phases as training_loop builds them from loop_kwargs."""
+    kwargs = loop_kwargs('unused', image_dir, **net_overrides)
+    tl.setup_process(random_seed=3)
+    training_set, label_table = tl.open_training_set(kwargs['training_set_kwargs'], 'cpu')
+    nets = tl.build_networks(tl.network_sizes(training_set), kwargs['G_kwargs'], kwargs['D_kwargs'], torch.device('cpu'),
+                             kwargs['augment_kwargs'], kwargs['augment_p'])
+    loss, extras = tl.build_loss(loss_kwargs or kwargs['loss_kwargs'], nets, torch.device('cpu'))
+    optimizers, phases = tl.build_phases(loss, nets, extras, kwargs['G_opt_kwargs'], kwargs['D_opt_kwargs'], 4, 16, torch.device('cpu'))
+    return dnnlib.EasyDict(training_set=training_set, label_table=label_table, nets=nets, loss=loss, extras=extras,
+                           optimizers=optimizers, phases=phases)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_switches(monkeypatch):
+    """setup_process sets global switches; put them back after each test."""
+    for module, name in [(conv2d_gradfix, 'enabled'), (grid_sample_gradfix, 'enabled'), (torch.backends.cudnn, 'benchmark')]:
+        monkeypatch.setattr(module, name, getattr(module, name))
+
+
+def test_split_batch_and_setup_process_seed_each_rank():
+    assert tl.split_batch(32, 4, 2) == 16
+    with pytest.raises(tl.TrainingError, match='must be a multiple of batch_gpu'):
+        tl.split_batch(32, 3, 2)
+    draws = []
+    for rank in (0, 0, 1):
+        tl.setup_process(random_seed=5, num_gpus=2, rank=rank, cudnn_benchmark=False)
+        draws.append((torch.randn(3), np.random.rand()))
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1] == draws[1][1]
+    assert not torch.equal(draws[0][0], draws[2][0])
+    assert conv2d_gradfix.enabled and grid_sample_gradfix.enabled and not torch.backends.cudnn.benchmark
+
+
+def test_open_training_set_builds_the_label_table(tmp_path, image_dir):
+    training_set, table = tl.open_training_set(dict(class_name='training.dataset.ImageFolderDataset', path=image_dir), 'cpu')
+    assert len(training_set) == 8 and table.shape == (8, 0)
+    folder = tmp_path / 'labelled'
+    folder.mkdir()
+    for i in range(4):
+        PIL.Image.new('RGB', (16, 16), (60 * i, 0, 0)).save(folder / f'{i}.png')
+    (folder / 'dataset.json').write_text(json.dumps({'labels': [[f'{i}.png', [1, 0, 2, 1][i]] for i in range(4)]}))
+    training_set, table = tl.open_training_set(dict(class_name='training.dataset.ImageFolderDataset', path=str(folder),
+                                                    use_labels=True), 'cpu')
+    assert table.dtype == torch.float32 and table.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]
+
+
+def test_networks_loss_and_phases(image_dir):
+    run = tiny_setup(image_dir)
+    nets = run.nets
+    assert nets.G_ema is not nets.G and not nets.G_ema.training and nets.G.training
+    assert not any(p.requires_grad for key in ('G', 'D', 'G_ema') for p in nets[key].parameters())
+    for a, b in zip(nets.G.parameters(), nets.G_ema.parameters()):
+        assert torch.equal(a, b)
+    assert float(nets.augment_pipe.p) == pytest.approx(0.2)
+    assert tl.ada_collector(nets.augment_pipe, ada_target=None) is None
+    assert tl.ada_collector(nets.augment_pipe, ada_target=0.6) is not None
+    kwargs = loop_kwargs('unused', image_dir)
+    no_aug = tl.build_networks(tl.network_sizes(run.training_set), kwargs['G_kwargs'], kwargs['D_kwargs'], 'cpu',
+                               kwargs['augment_kwargs'], augment_p=0)
+    assert no_aug.augment_pipe is None  # p=0 without ADA: nothing would ever be augmented
+
+    # Lazy regularisation rescales lr and betas by R / (R + 1) (R = 4 for G, 16 for D).
+    assert [(p.name, p.interval) for p in run.phases] == [('Gmain', 1), ('Greg', 4), ('Dmain', 1), ('Dreg', 16)]
+    assert run.optimizers['G'].param_groups[0]['lr'] == pytest.approx(0.002 * 4 / 5)
+    assert run.optimizers['D'].param_groups[0]['betas'][1] == pytest.approx(0.99 ** (16 / 17))
+    _, phases = tl.build_phases(run.loss, nets, {}, kwargs['G_opt_kwargs'], kwargs['D_opt_kwargs'], None, 16, 'cpu')
+    assert [p.name for p in phases][0] == 'Gboth' and phases[0].opt.param_groups[0]['lr'] == 0.002
+
+    # A plug-in's extra modules train with D's optimiser.
+    toy = tiny_setup(image_dir, loss_kwargs=dict(class_name=f'{__name__}.ToyPluginLoss', r1_gamma=1.0))
+    assert toy.extras['head'] in toy.phases[2].modules
+    assert any(p is toy.extras['head'].weight for p in toy.optimizers['D'].param_groups[0]['params'])
+
+
+class NoKeyLoss(ToyPluginLoss):
+    snapshot_key = None
+
+
+class ThirdNetworkLoss(ToyPluginLoss):
+    extra_modules_train_with = 'E'
+
+
+@pytest.mark.parametrize('name, message', [('NoKeyLoss', 'no snapshot_key'), ('ThirdNetworkLoss', 'must be "G" or "D"')])
+def test_build_loss_and_phases_reject_a_malformed_plugin(image_dir, name, message):
+    with pytest.raises(tl.TrainingError, match=message):
+        tiny_setup(image_dir, loss_kwargs=dict(class_name=f'{__name__}.{name}', r1_gamma=1.0))
+
+
+def test_prepare_minibatch_scales_reals_and_draws_labels_from_the_table():
+    images = torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(2).reshape(4, 1, 1, 1).expand(4, 3, 2, 2)
+    table = torch.eye(3)[[0, 2]]  # the dataset's labels: classes 0 and 2 only
+    batch = tl.prepare_minibatch(images, table[[0, 1, 0, 1]], table, num_phases=3, z_dim=5, batch_gpu=2, device='cpu')
+    assert len(batch.real_img) == 2 and batch.real_img[0].shape == (2, 3, 2, 2)
+    assert batch.real_img[0].min() == -1 and batch.real_img[1].max() == 1
+    assert len(batch.gen_z) == 3 and all(len(chunks) == 2 and chunks[0].shape == (2, 5) for chunks in batch.gen_z)
+    drawn = torch.cat([c for chunks in batch.gen_c for c in chunks])
+    assert drawn.shape == (12, 3) and all(row in table.tolist() for row in drawn.tolist())
+
+
+class RecordingLoss(StyleGAN2Loss):
+    """Records which phases run, with how many images per call and which gain."""
+
+    def __init__(self, device, **kwargs):
+        super().__init__(device, **kwargs)
+        self.calls = []
+        self.grad_flags = []
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
+        self.calls.append((phase, real_img.shape[0], gen_z.shape[0], gain))
+        self.grad_flags.append((self.D.b16.conv0.weight.requires_grad, self.G_mapping.fc0.weight.requires_grad))
+        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain)
+
+
+def test_run_phases_runs_the_due_phases_chunk_by_chunk(image_dir):
+    run = tiny_setup(image_dir, loss_kwargs=dict(class_name=f'{__name__}.RecordingLoss', r1_gamma=1.0))
+    images = torch.randint(0, 256, [8, 3, 16, 16], dtype=torch.uint8)
+    batch = tl.prepare_minibatch(images, torch.zeros([8, 0]), run.label_table, len(run.phases), 32, 4, 'cpu')
+    D_before = copy.deepcopy(run.nets.D.state_dict())
+    tl.run_phases(run.loss, run.phases, batch, batch_idx=0, num_gpus=1)
+    # Two chunks of four per phase; the gain is the interval over the number of chunks.
+    assert run.loss.calls == [(p, 4, 4, gain) for p, gain in [('Gmain', 0.5), ('Greg', 2.0), ('Dmain', 0.5), ('Dreg', 8.0)]
+                              for _ in range(2)]
+    assert run.loss.grad_flags[:4] == [(False, True)] * 4 and run.loss.grad_flags[4:] == [(True, False)] * 4
+    assert not any(p.requires_grad for p in run.nets.D.parameters())  # switched off again after each phase
+    assert any(not torch.equal(a, run.nets.D.state_dict()[k]) for k, a in D_before.items())  # D's optimiser stepped
+    assert all(p.timer.elapsed_ms() >= 0 for p in run.phases)
+
+    run.loss.calls.clear()
+    tl.run_phases(run.loss, run.phases, batch, batch_idx=4, num_gpus=1)
+    assert [c[0] for c in run.loss.calls[::2]] == ['Gmain', 'Greg', 'Dmain']  # Dreg only every 16th
+
+
+def test_update_G_ema_half_life_and_ramp_up():
+    def net(value):
+        module = torch.nn.Linear(1, 1, bias=False)
+        module.register_buffer('seen', torch.tensor(value))
+        torch.nn.init.constant_(module.weight, value)
+        return module
+    G, G_ema = net(1.0), net(0.0)
+    tl.update_G_ema(G_ema, G, cur_nimg=1000, batch_size=8, ema_kimg=0.008, ema_rampup=None)  # half-life: one minibatch
+    assert float(G_ema.weight.detach()) == pytest.approx(0.5) and float(G_ema.seen) == 1.0
+    G_ema = net(0.0)
+    tl.update_G_ema(G_ema, G, cur_nimg=4, batch_size=8, ema_kimg=10, ema_rampup=2)  # ramp-up: half-life 8 images
+    assert float(G_ema.weight.detach()) == pytest.approx(0.5)
+
+
+def test_train_minibatch_moves_the_counters(image_dir):
+    run = tiny_setup(image_dir)
+    progress = tl.Progress(cur_nimg=80, batch_idx=10)
+    batch = tl.prepare_minibatch(torch.zeros([8, 3, 16, 16], dtype=torch.uint8), torch.zeros([8, 0]), run.label_table,
+                                 len(run.phases), 32, 8, 'cpu')
+    G_ema_before = copy.deepcopy(run.nets.G_ema)
+    tl.train_minibatch(run.loss, run.phases, run.nets, batch, progress, batch_size=8, num_gpus=1, ema_kimg=0.01, ema_rampup=None)
+    assert (progress.cur_nimg, progress.batch_idx) == (88, 11)
+    moved = [not torch.equal(a, b) for a, b in zip(G_ema_before.parameters(), run.nets.G_ema.parameters())]
+    assert any(moved)
+
+
+def test_stop_if_diverged_names_the_phase_and_the_last_snapshot():
+    loss = Loss()
+    loss.watch_finite('Dmain', torch.tensor(1.0))
+    tl.stop_if_diverged(loss, [], kimg=0.5, num_gpus=1, device='cpu', last_snapshot=None)  # finite: nothing happens
+    loss.watch_finite('Gmain', torch.tensor(1.0))
+    loss.watch_finite('Dreg', torch.tensor([1.0, float('inf')]))
+    with pytest.raises(tl.TrainingDiverged, match=r'phase Dreg at kimg 1\.250; training stopped \(last good snapshot: x.pkl\)'):
+        tl.stop_if_diverged(loss, [], kimg=1.25, num_gpus=1, device='cpu', last_snapshot='x.pkl')
+
+
+def test_adjust_augment_p_follows_the_sign_of_d_real():
+    pipe = torch.nn.Module()
+    pipe.register_buffer('p', torch.tensor(0.1))
+    stats = tl.ada_collector(pipe, ada_target=0.6)
+    progress = tl.Progress()
+    training_stats.report('Loss/signs/real', torch.tensor([1.0, 1.0, 1.0, -1.0]))  # mean 0.5 < 0.6: D does not overfit
+    tl.adjust_augment_p(pipe, stats, progress, ada_target=0.6, ada_interval=4, ada_kimg=1, batch_size=8)
+    assert float(pipe.p) == pytest.approx(0.1 - 8 * 4 / 1000) and progress.ada_window is None
+    # A window carried from before a snapshot counts together with the new signs.
+    progress.ada_window = (20, 1.0)  # with it the mean is 16 / 24 > 0.6; the new signs alone would say -1
+    training_stats.report('Loss/signs/real', torch.tensor([-1.0, -1.0, -1.0, -1.0]))
+    tl.adjust_augment_p(pipe, stats, progress, ada_target=0.6, ada_interval=4, ada_kimg=1, batch_size=8)
+    assert float(pipe.p) == pytest.approx(0.1)
+    tl.adjust_augment_p(pipe, stats, progress, ada_target=0.6, ada_interval=4, ada_kimg=1, batch_size=8)  # no new signs
+    assert float(pipe.p) == pytest.approx(0.1) and tl.augment_probability(pipe) == pytest.approx(0.1)
+    assert tl.augment_probability(None) == 0.0
+
+
+def test_report_tick_reduces_the_stats_and_formats_the_line():
+    tick_stats = training_stats.Collector(regex='.*')
+    training_stats.report('Loss/G/loss', torch.tensor([0.5, 1.5]))
+    clock = tl.TickClock(start=100.0, tick_start=160.0, tick_first_nimg=4000, tick_end=180.0, maintenance_sec=2.0)
+    progress = tl.Progress(cur_nimg=8000, cur_tick=3)
+    stats, line = tl.report_tick(progress, [], None, clock, total_kimg=10, tick_stats=tick_stats, device=torch.device('cpu'))
+    assert stats['Progress/kimg']['mean'] == 8.0 and stats['Timing/sec_per_kimg']['mean'] == pytest.approx(5.0)
+    assert stats['Timing/total_sec']['mean'] == 80 and stats['Timing/maintenance_sec']['mean'] == 2.0
+    assert stats['Loss/G/loss']['mean'] == 1.0 and 'Resources/cpu_mem_gb' in stats
+    assert line.startswith('tick 3     kimg 8.0') and 'sec/tick 20.0' in line and 'ETA 10s' in line
+    assert line.endswith('G 1.000   D -')
+
+    clock.tick_end = 190.0
+    clock.next_tick(8000)
+    assert clock.tick_first_nimg == 8000 and clock.maintenance_sec == pytest.approx(clock.tick_start - 190.0)
+
+
+def test_snapshot_state_and_restore_round_trip(tmp_path, image_dir):
+    run = tiny_setup(image_dir, loss_kwargs=dict(class_name=f'{__name__}.ToyPluginLoss', r1_gamma=1.0))
+    run.loss.odd_steps += 3
+    progress = tl.Progress(cur_nimg=2000, cur_tick=5, batch_idx=250, ada_window=(4, 0.25))
+    snapshot = tl.snapshot_networks(run.nets, run.loss, run.extras, {'path': image_dir}, num_gpus=1)
+    assert tuple(snapshot) == tl.SNAPSHOT_KEYS + ('toy',)
+    assert snapshot['G'] is not run.nets.G and not snapshot['G'].training
+    assert not any(p.requires_grad for p in snapshot['D'].parameters())
+    path = tl.save_snapshot(str(tmp_path), snapshot, progress, run.optimizers, run.nets.augment_pipe, None, run.loss,
+                            rng={'seed': torch.tensor(1)}, num_gpus=1, batch_size=8, is_main=True)
+    assert path == str(tmp_path / 'network-snapshot-000002.pkl')
+    state, pkl = tl.load_training_state(str(tmp_path / 'training-state-000002.pt'))
+    assert pkl == path and state['cur_tick'] == 6 and state['ada_window'] == [4, 0.25]
+    assert state['augment_p'] == pytest.approx(0.2) and state['rng'] == [{'seed': torch.tensor(1)}]
+
+    fresh = tiny_setup(image_dir, loss_kwargs=dict(class_name=f'{__name__}.ToyPluginLoss', r1_gamma=1.0))
+    fresh.nets.augment_pipe.p.zero_()
+    restored = tl.restore_training_state(state, 'x.pt', fresh.optimizers, fresh.nets.augment_pipe, fresh.loss, fresh.extras, rank=0)
+    assert restored == tl.Progress(cur_nimg=2000, cur_tick=6, batch_idx=250, ada_window=(4, 0.25))
+    assert int(fresh.loss.odd_steps) == 3 and float(fresh.nets.augment_pipe.p) == pytest.approx(0.2)
+    torch.testing.assert_close(fresh.extras['head'].weight, run.extras['head'].weight)
+    assert tl.restore_training_state(None, None, {}, None, None, {}, 0) == tl.Progress()
+    with pytest.raises(tl.TrainingError, match='already at 2.0 kimg'):
+        tl.check_resumed_run(state, restored, num_gpus=1, batch_size=8, total_kimg=2, say=print)
+
+
+def test_data_iterator_skips_what_a_resumed_run_already_saw(image_dir):
+    training_set, _ = tl.open_training_set(dict(class_name='training.dataset.ImageFolderDataset', path=image_dir), 'cpu')
+    fresh = tl.data_iterator(training_set, dict(num_workers=0), batch_per_process=3, random_seed=7)
+    seen = [next(fresh)[0] for _ in range(4)]
+    resumed = tl.data_iterator(training_set, dict(num_workers=0), batch_per_process=3, random_seed=7, skip_batches=2)
+    assert torch.equal(next(resumed)[0], seen[2]) and torch.equal(next(resumed)[0], seen[3])
+
+
+def test_image_grid_and_stats_writer(tmp_path, image_dir):
+    run = tiny_setup(image_dir)
+    grid = tl.start_image_grid(str(tmp_path), run.training_set, run.nets.G_ema, batch_gpu=4, random_seed=1, device='cpu')
+    assert PIL.Image.open(tmp_path / 'reals.png').size == PIL.Image.open(tmp_path / 'fakes_init.png').size == (512, 512)
+    again = tl.start_image_grid(str(tmp_path), run.training_set, run.nets.G_ema, batch_gpu=4, random_seed=1, device='cpu')
+    assert all(torch.equal(a, b) for a, b in zip(grid.latents, again.latents))  # same z in every run
+
+    writer = tl.StatsWriter(str(tmp_path), say=lambda *args: None)
+    collector = training_stats.Collector(regex='Test/.*')
+    training_stats.report('Test/value', torch.tensor([2.0, 4.0]))
+    collector.update()
+    writer.write(collector.as_dict(), {}, cur_nimg=3000, start_time=0.0)
+    writer.close()
+    (record,) = read_jsonl(tmp_path / 'stats.jsonl')
+    assert record['Test/value']['mean'] == 3.0 and record['timestamp'] > 0
