@@ -15,6 +15,7 @@ import click
 import torch
 
 import dnnlib
+from dnnlib import cli
 from torch_utils import misc
 from torch_utils import persistence
 from training import networks
@@ -38,6 +39,10 @@ _TF_UNSUPPORTED = ("TensorFlow-era network pickles are not supported; convert it
                    "(python legacy.py --source=OLD.pkl --dest=NEW.pkl in stylegan2-ada-pytorch)")
 
 #----------------------------------------------------------------------------
+
+
+class NetworkPickleError(ValueError):
+    """The file cannot be read as a network pickle; the message says why, in one line."""
 
 
 class _TFNetworkStub(dnnlib.EasyDict):
@@ -64,6 +69,46 @@ def _available_numpy_module(module):
             except ImportError:
                 return new + module[len(old):]
     return module
+
+
+def _unpickle(f):
+    """Unpickle `f`, turning every way a file can fail to be a pickle into one NetworkPickleError.
+
+    Unpickling runs code named by the file (by design of the pickle format), so a hostile or foreign
+    file can fail in arbitrary ways; all of them mean "this is not a usable network pickle".
+    """
+    try:
+        return _LegacyUnpickler(f).load()
+    except EOFError:
+        raise NetworkPickleError('the file is empty or ends early (truncated); copy or download it again') from None
+    except pickle.UnpicklingError as error:
+        if 'truncated' in str(error):
+            raise NetworkPickleError(f'the file ends early ({_flat(error)}); copy or download it again') from None
+        raise NetworkPickleError(f'not a pickle ({_flat(error)}){_zip_hint(f)}') from None
+    except (ImportError, AttributeError) as error:
+        raise NetworkPickleError(f'the pickle refers to code that is not available here ({type(error).__name__}: '
+                                 f'{_flat(error)}); it was not written by StyleGAN2-ADA or this project') from None
+    except MemoryError:
+        raise
+    except Exception as error:  # code run by a foreign or damaged pickle may raise anything
+        raise NetworkPickleError(f'the pickle cannot be loaded ({type(error).__name__}: {_flat(error)})') from None
+
+
+def _flat(error):
+    """An exception's message on one line."""
+    return ' '.join(str(error).split())
+
+
+def _zip_hint(f):
+    """Extra advice when the file is a zip, which is what torch.save() writes (training-state-*.pt)."""
+    try:
+        f.seek(0)
+        head = f.read(4)
+    except (AttributeError, OSError, ValueError):
+        return ''
+    if head[:2] == b'PK':
+        return '; it is a zip, as written by torch.save(): pass the network-snapshot-*.pkl file, not a training-state-*.pt'
+    return ''
 
 
 def _contains_tf_stub(data):
@@ -165,7 +210,7 @@ def load_network_pkl(f, force_fp16=False):
         with dnnlib.util.open_url(os.fspath(f)) as handle:
             return load_network_pkl(handle, force_fp16=force_fp16)
 
-    data = _LegacyUnpickler(f).load()
+    data = _unpickle(f)
     if _contains_tf_stub(data):
         raise ValueError(_TF_UNSUPPORTED)
     if not isinstance(data, dict):
@@ -195,26 +240,38 @@ def load_network_pkl(f, force_fp16=False):
 
 
 @click.command()
-@click.option('--source', help='Input pickle (path or URL)', required=True, metavar='PATH')
-@click.option('--dest', help='Output pickle', required=True, metavar='PATH')
+@click.option('--source', required=True, metavar='PATH',
+              help='Pickle to convert: a local file or a URL')
+@click.option('--dest', required=True, metavar='PATH',
+              help='Where to write the converted pickle')
 @click.option('--force-fp16', help='Rebuild with the top 4 resolutions in fp16 and conv_clamp=256', type=bool,
               default=False, metavar='BOOL', show_default=True)
-def convert_network_pickle(source, dest, force_fp16):
+@click.option('--overwrite', is_flag=True,
+              help='Replace --dest if it exists (also needed when --dest is --source)')
+@cli.one_line_errors
+def convert_network_pickle(source, dest, force_fp16, overwrite):
     """Rewrite a network pickle with this codebase's network classes (optionally forcing fp16).
+
+    The new pickle is written under a temporary name and renamed into place once complete, so an
+    interrupted or failed run leaves --dest as it was.
 
     \b
     python legacy.py --source=ffhq.pkl --dest=ffhq-ours.pkl
     """
     if not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
         raise click.BadParameter(f'no such file: {source}', param_hint='--source')
+    if os.path.isdir(dest):
+        raise click.ClickException(f'--dest={dest} is a folder; give a file name such as {os.path.join(dest, "converted.pkl")}')
+    if os.path.exists(dest) and not overwrite:
+        raise click.ClickException(f'--dest={dest} already exists; add --overwrite to replace it')
     print(f'Loading "{source}"...')
     try:
         data = load_network_pkl(source, force_fp16=force_fp16)
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(f'cannot convert {source}: {error}') from None
     print(f'Saving "{dest}"...')
-    with open(dest, 'wb') as handle:
-        pickle.dump(data, handle)
+    with cli.about_path(dest):
+        dnnlib.util.write_atomically(dest, lambda handle: pickle.dump(data, handle))
     print('Done.')
 
 #----------------------------------------------------------------------------
