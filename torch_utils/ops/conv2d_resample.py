@@ -20,6 +20,17 @@ def _transpose_groups(w, groups):
     return w.transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, kh, kw)
 
 
+def _footprint_margin(taps, factor, upsampling):
+    """Extra (leading, trailing) padding along one axis for a `taps`-long FIR filter that resamples
+    by `factor`. Upsampling biases the odd pixel to the front, downsampling to the back; a factor
+    of 1 needs nothing."""
+    if factor == 1:
+        return 0, 0
+    excess = taps - factor
+    lead = excess + 2 * factor - 1 if upsampling else excess + 1
+    return lead // 2, excess // 2
+
+
 @misc.profiled_function
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
     """Upsample by `up`, pad, convolve with `w`, then downsample by `down`, all in one call.
@@ -49,16 +60,11 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 
     # Widen the padding by the filter footprint, so resampling keeps the image centred and sized
     # exactly up (or 1/down) times the input.
-    if up > 1:
-        px0 += (fw + up - 1) // 2
-        px1 += (fw - up) // 2
-        py0 += (fh + up - 1) // 2
-        py1 += (fh - up) // 2
-    if down > 1:
-        px0 += (fw - down + 1) // 2
-        px1 += (fw - down) // 2
-        py0 += (fh - down + 1) // 2
-        py1 += (fh - down) // 2
+    for factor, upsampling in ((up, True), (down, False)):
+        lead_x, tail_x = _footprint_margin(fw, factor, upsampling)
+        lead_y, tail_y = _footprint_margin(fh, factor, upsampling)
+        px0, px1 = px0 + lead_x, px1 + tail_x
+        py0, py1 = py0 + lead_y, py1 + tail_y
     pads = [px0, px1, py0, py1]
     pointwise = kw == 1 and kh == 1
 
