@@ -27,7 +27,7 @@ sys.path.insert(0, REPO)
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
 from metrics import metric_main, metric_utils  # noqa: E402
-from stylegan2_ada_mixdl.interp import images_to_grid, latents_for_seeds, save_grid, save_interpolation_strip  # noqa: E402
+from stylegan2_ada_mixdl.mixdl.interp import images_to_grid, latents_for_seeds, save_grid, save_interpolation_strip  # noqa: E402
 
 PIXEL_METRICS = ['pix_div1k', 'pix_smooth1k', 'pix_modes500']
 LPIPS_METRICS = ['lpips_div1k', 'ppl_smooth1k', 'modes500']

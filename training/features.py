@@ -1,4 +1,4 @@
-"""Named access to intermediate activations of G and D through forward hooks, for loss plug-ins."""
+"""Named access to the internals of G and D for loss plug-ins: layer finders, activation recording, D's features/head split."""
 
 # Why hooks and not flags in forward(): the networks (ours and NVIDIA-pickled ones) stay untouched,
 # nothing runs when nobody is recording, and the layer names are the state-dict names every
@@ -7,14 +7,13 @@
 
 import contextlib
 import re
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Union
 
 import torch
 
+from torch_utils import misc
+
 _SYNTHESIS_CONV = re.compile(r'b(\d+)\.conv([01])')
-_DISCRIMINATOR_CONV = re.compile(r'b(\d+)\.(fromrgb|conv0|conv1|conv)')
-# Where in a D block each conv sits relative to the block's input resolution (conv1 downsamples).
-_D_LAYER_ORDER = {'fromrgb': 0, 'conv0': 1, 'conv1': 2, 'conv': 3}
 PENULTIMATE_D_FEATURE = 'b4.fc'
 
 
@@ -59,36 +58,34 @@ def synthesis_conv_names(network: torch.nn.Module) -> List[str]:
 
 
 def discriminator_conv_layers(D: torch.nn.Module) -> List[LayerInfo]:
-    """D's conv activations in forward order (fromrgb, conv0, conv1 per block, then b4.fromrgb/b4.conv).
+    """The conv activations of D's feature blocks b<img_resolution> ... b8, in forward order (conv0, conv1 per block).
 
-    The resolution is that of the layer's output: a block bR gives R for fromrgb and conv0 and R/2 for
-    the downsampling conv1. Resnet shortcuts (bR.skip) are left out because they are linear
-    projections, not activations. In resnet D, bR.conv1 is the residual branch before the shortcut
-    is added; record the block itself ('bR', output `(x, img)`) to get the sum.
+    The resolution is that of the layer's output: block bR gives R for conv0 and R/2 for the
+    downsampling conv1. Left out: fromrgb layers (they read the image, not features), resnet
+    shortcuts (linear projections), and the epilogue b4 (its conv follows the minibatch-stddev layer,
+    so its output mixes samples; it is D's head, see `discriminator_head`). In resnet D, bR.conv1 is
+    the residual branch before the shortcut is added; record the block itself ('bR', output
+    `(x, img)`) to get the sum.
     """
     found = []
-    for name, module in D.named_modules():
-        match = _DISCRIMINATOR_CONV.fullmatch(name)
-        if not match:
-            continue
-        block_res, kind = int(match.group(1)), match.group(2)
-        out_res = block_res // 2 if kind == 'conv1' else block_res
-        # Sort key: descending block resolution, then position inside the block.
-        found.append(((-block_res, _D_LAYER_ORDER[kind]), LayerInfo(name, _out_channels(module), out_res)))
+    for res in getattr(D, 'block_resolutions', ()):
+        block = getattr(D, f'b{res}')
+        found.append(LayerInfo(f'b{res}.conv0', _out_channels(block.conv0), res))
+        found.append(LayerInfo(f'b{res}.conv1', _out_channels(block.conv1), res // 2))
     if not found:
-        raise ValueError('no discriminator conv layers (bR.conv0 / bR.conv1) found; pass a Discriminator')
-    return [info for _, info in sorted(found)]
+        raise ValueError(f'{type(D).__name__} has no discriminator blocks (block_resolutions, bR.conv0 / bR.conv1); '
+                         f'pass a Discriminator')
+    return found
 
 
-def discriminator_layers_at(D: torch.nn.Module, resolution: int) -> List[LayerInfo]:
-    """The entries of `discriminator_conv_layers(D)` whose output is `resolution` x `resolution`.
-
-    MixDL's patch heads read the layers at img_resolution // 8 and img_resolution // 16.
-    """
-    chosen = [info for info in discriminator_conv_layers(D) if info.resolution == resolution]
+def discriminator_layers_at(D: torch.nn.Module, resolutions: Union[int, Iterable[int]]) -> List[LayerInfo]:
+    """The entries of `discriminator_conv_layers(D)` whose output is R x R for R in `resolutions`, in forward order."""
+    wanted = {int(resolutions)} if isinstance(resolutions, int) else {int(r) for r in resolutions}
+    layers = discriminator_conv_layers(D)
+    chosen = [info for info in layers if info.resolution in wanted]
     if not chosen:
-        available = sorted({info.resolution for info in discriminator_conv_layers(D)}, reverse=True)
-        raise ValueError(f'D has no conv output at {resolution}x{resolution}; available resolutions: {available}')
+        available = sorted({info.resolution for info in layers}, reverse=True)
+        raise ValueError(f'D has no block conv output at {sorted(wanted, reverse=True)}; available resolutions: {available}')
     return chosen
 
 
@@ -102,7 +99,61 @@ def discriminator_penultimate_name(D: torch.nn.Module) -> str:
 
 def penultimate_width(D: torch.nn.Module) -> int:
     """Width of the feature named by `discriminator_penultimate_name` (512 for full-size D)."""
-    return int(dict(D.named_modules())[discriminator_penultimate_name(D)].weight.shape[0])
+    return _out_channels(dict(D.named_modules())[discriminator_penultimate_name(D)])
+
+#----------------------------------------------------------------------------
+# D split into its feature blocks F (b<img_resolution> ... b8) and its head J (the 4x4 epilogue b4):
+# head(features(D, img), label_embedding(D, c)) is exactly D(img, c).
+
+
+class DiscriminatorFeatures(NamedTuple):
+    """What D's blocks hand to the epilogue: x [N, C4, 4, 4], plus the 4x4 image for 'skip' D (else None)."""
+    x: torch.Tensor
+    img: Optional[torch.Tensor]
+
+    def mixed_with(self, other: 'DiscriminatorFeatures', weight: float) -> 'DiscriminatorFeatures':
+        """weight * self + (1 - weight) * other, in float32 (what the epilogue computes in)."""
+        def blend(a, b):
+            return None if a is None else weight * a.float() + (1 - weight) * b.float()
+        return DiscriminatorFeatures(blend(self.x, other.x), blend(self.img, other.img))
+
+    def take(self, index: torch.Tensor) -> 'DiscriminatorFeatures':
+        """The samples at `index` (a LongTensor or slice along dim 0)."""
+        return DiscriminatorFeatures(self.x[index], None if self.img is None else self.img[index])
+
+    def halves(self, size: int):
+        """Split a batch of 2 * size along dim 0 into its first and second halves."""
+        return self.take(slice(None, size)), self.take(slice(size, None))
+
+
+def discriminator_features(D: torch.nn.Module, img: torch.Tensor) -> DiscriminatorFeatures:
+    """F(img): run D's blocks b<res> ... b8 only. img [N, C, R, R] -> what enters D.b4.
+
+    Works on any StyleGAN2-ADA Discriminator (ours, or one rebuilt by legacy.load_network_pkl),
+    since it only uses the submodule names every such pickle shares.
+    """
+    misc.assert_shape(img, [None, D.img_channels, D.img_resolution, D.img_resolution])
+    x, image = None, img
+    for res in D.block_resolutions:
+        x, image = getattr(D, f'b{res}')(x, image)
+    return DiscriminatorFeatures(x, image)
+
+
+def discriminator_features_shape(D: torch.nn.Module) -> List[int]:
+    """[C4, 4, 4]: the per-sample shape of `discriminator_features(D, img).x`, read from the epilogue."""
+    return [int(D.b4.in_channels), int(D.b4.resolution), int(D.b4.resolution)]
+
+
+def label_embedding(D: torch.nn.Module, c: torch.Tensor) -> Optional[torch.Tensor]:
+    """D's projection of the labels c [N, c_dim] (None for an unconditional D)."""
+    return D.mapping(None, c) if D.c_dim > 0 else None
+
+
+def discriminator_head(D: torch.nn.Module, features: DiscriminatorFeatures, cmap: Optional[torch.Tensor]) -> torch.Tensor:
+    """J(features): D's epilogue (minibatch stddev, conv, fc, out, label projection). Returns logits [N, 1]."""
+    return D.b4(features.x, features.img, cmap)
+
+#----------------------------------------------------------------------------
 
 
 class ActivationRecord(dict):

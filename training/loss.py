@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,24 @@ def lazy_regularisation_phases(G_reg_interval, D_reg_interval):
             plan.append(PhaseSpec(f'{network}reg', network, int(reg_interval)))
     return plan
 
+
+class AuxiliaryLoss(NamedTuple):
+    """A loss term a discriminator call computed besides its logits (e.g. AdaptiveMix's L_ada).
+
+    name:       reported as Loss/<name>/G or Loss/<name>/D, by the phase that adds it.
+    per_sample: [N] unweighted values.
+    weight:     the phase adds weight * mean(per_sample) to the loss of the D call (0 = report only).
+    """
+    name: str
+    per_sample: torch.Tensor
+    weight: float
+
+
+class DiscriminatorOutput(NamedTuple):
+    """What `StyleGAN2Loss.run_D` returns: logits [N, 1], plus an auxiliary term or None."""
+    logits: torch.Tensor
+    aux: Optional[AuxiliaryLoss] = None
+
 #----------------------------------------------------------------------------
 
 class Loss:
@@ -45,11 +64,15 @@ class Loss:
     subclass named by `loss_kwargs.class_name`, never a branch in the loop. docs/PLUGINS.md has a
     worked example. Everything except `accumulate_gradients` has a do-nothing default.
 
-    Call order per minibatch:
+    Call order per minibatch (phases from `lazy_regularisation_phases`):
         begin_minibatch(batch_idx)
         for each phase due: accumulate_gradients(phase, ...) once per batch_gpu chunk
         first_nonfinite_phase()  (once; stops the run when a reported loss was NaN/inf)
     """
+
+    # The plug-in's settings as data (a training.plugins.PluginOptions); train.py turns the table
+    # into command-line options for the plug-ins listed in stylegan2_ada_mixdl.LOSS_PLUGINS.
+    options = None
 
     # Top-level key under which `extra_modules()` are saved in network-snapshot pickles (their
     # state_dicts, so stock StyleGAN2-ADA tools can still unpickle the file). None = nothing to save.
@@ -58,12 +81,11 @@ class Loss:
     # Which network's optimiser and phases the extra modules join: 'D' or 'G'.
     extra_modules_train_with = 'D'
 
-    def phase_plan(self, G_reg_interval, D_reg_interval):
-        """List of PhaseSpec in execution order. Override to add phases of your own."""
-        return lazy_regularisation_phases(G_reg_interval, D_reg_interval)
-
     def begin_minibatch(self, batch_idx):
-        """Told the index of the minibatch about to run (0, 1, 2, ... continuing across resumes)."""
+        """Told the index of the minibatch about to run (0, 1, 2, ... continuing across resumes).
+
+        A plug-in that treats some minibatches differently (MixDL: every n-th) decides it here.
+        """
         self.batch_idx = int(batch_idx)
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
@@ -95,22 +117,6 @@ class Loss:
     def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
         """Called on rank 0 at each image snapshot; write extra PNGs into run_dir. Returns their paths."""
         return []
-
-    # Options this loss adds to train.py (see train.py:LOSS_PLUGINS). Kept here so a plug-in's
-    # command-line surface lives next to its code.
-    @classmethod
-    def cli_options(cls):
-        """List of click.Option objects to add to train.py."""
-        return []
-
-    @classmethod
-    def configure_from_cli(cls, opts, loss_kwargs):
-        """Turn this plug-in's parsed options into loss kwargs (edit `loss_kwargs` in place).
-
-        opts: dict of every train.py option by parameter name. Returns the run-dir desc suffix
-        ('' when the plug-in is not enabled). Raise click.UsageError for bad values.
-        """
-        return ''
 
     # --- Non-finite guard -------------------------------------------------------------------
 
@@ -146,6 +152,10 @@ class StyleGAN2Loss(Loss):
     G_synthesis: ws -> images [N, C, H, W].
     D: images, c -> logits [N, 1].
     augment_pipe: applied to every image D sees (reals and fakes), or None.
+
+    A plug-in whose D calls compute a loss term of their own overrides `run_D` to return it in
+    `DiscriminatorOutput.aux`; every adversarial term (G's, D's on fakes, D's on reals) adds the aux
+    term of its own D call, while R1 alone (Dreg) does not.
     """
 
     _TERMS_BY_PHASE = {
@@ -172,7 +182,6 @@ class StyleGAN2Loss(Loss):
         self.pl_weight = float(pl_weight)
         # Running mean of path lengths: part of the loss, not of G, so G's state_dict stays upstream's.
         self.pl_mean = torch.zeros([], device=self.device)
-        self._queued_d_terms = []
 
     # --- Network evaluation -------------------------------------------------------------------
 
@@ -196,28 +205,24 @@ class StyleGAN2Loss(Loss):
         return torch.where(from_other[None, :, None], other_ws, ws)
 
     def run_D(self, img, c):
-        """Discriminator logits [N, 1] for images, after augmentation when a pipe is set."""
+        """D on images (after augmentation when a pipe is set): DiscriminatorOutput(logits [N, 1], aux=None)."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c)
+        return DiscriminatorOutput(self.D(img, c))
 
-    def add_discriminator_term(self, term):
-        """Add a weighted loss term made inside a `run_D` override to the loss of that D call.
+    def plus_aux(self, phase, network, loss, output):
+        """`loss` (0-d) plus the weighted mean of the aux term of the D call `output`, reported per network.
 
-        For regularisers that fall out of a discriminator forward pass (e.g. AdaptiveMix's feature
-        consistency): the phase that called `run_D` adds `term.mean()` to that call's loss before
-        its backward, so the term shares the call's graph and `gain`. term: [N] or 0-d.
+        Returns `loss` itself when the call has no aux term, so the baseline's numbers stay bit-exact.
         """
-        self._queued_d_terms.append(term)
-
-    def _plus_queued_terms(self, phase, loss):
-        # Returns `loss` itself when nothing was queued, so the baseline's numbers stay bit-exact.
-        queued, self._queued_d_terms = self._queued_d_terms, []
-        if not queued:
+        if output.aux is None:
             return loss
-        extra = torch.stack([term.mean() for term in queued]).sum()
-        self.watch_finite(phase, extra)
-        return loss + extra
+        training_stats.report(f'Loss/{output.aux.name}/{network}', output.aux.per_sample)
+        if output.aux.weight == 0:
+            return loss
+        term = (output.aux.per_sample * output.aux.weight).mean()
+        self.watch_finite(phase, term)
+        return loss + term
 
     # --- Phases -------------------------------------------------------------------------------
 
@@ -225,7 +230,6 @@ class StyleGAN2Loss(Loss):
         if phase not in self._TERMS_BY_PHASE:
             raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
         terms = set(self._TERMS_BY_PHASE[phase])
-        self._queued_d_terms = []  # terms from D calls made outside a phase belong to no loss
         if self.pl_weight == 0:
             terms.discard('G_pl')
         if self.r1_gamma == 0:
@@ -245,14 +249,14 @@ class StyleGAN2Loss(Loss):
     def _generator_adversarial(self, phase, gen_z, gen_c, gain):
         with torch.autograd.profiler.record_function('G_adversarial_fwd'):
             fake_img, _ = self.run_G(gen_z, gen_c)
-            fake_logits = self.run_D(fake_img, gen_c)
-            training_stats.report('Loss/scores/fake', fake_logits)
-            training_stats.report('Loss/signs/fake', fake_logits.sign())
-            g_loss = F.softplus(-fake_logits)  # -log(sigmoid(logits))
+            fake = self.run_D(fake_img, gen_c)
+            training_stats.report('Loss/scores/fake', fake.logits)
+            training_stats.report('Loss/signs/fake', fake.logits.sign())
+            g_loss = F.softplus(-fake.logits)  # -log(sigmoid(logits))
             training_stats.report('Loss/G/loss', g_loss)
             self.watch_finite(phase, g_loss)
         with torch.autograd.profiler.record_function('G_adversarial_bwd'):
-            self._plus_queued_terms(phase, g_loss.mean()).mul(gain).backward()
+            self.plus_aux(phase, 'G', g_loss.mean(), fake).mul(gain).backward()
 
     def path_length_terms(self, fake_img, ws):
         """Per-sample path lengths |J_w^T y| [N] for a random image-space direction y."""
@@ -282,13 +286,13 @@ class StyleGAN2Loss(Loss):
     def _discriminator_fakes(self, phase, gen_z, gen_c, gain):
         with torch.autograd.profiler.record_function('D_fakes_fwd'):
             fake_img, _ = self.run_G(gen_z, gen_c)
-            fake_logits = self.run_D(fake_img, gen_c)
-            training_stats.report('Loss/scores/fake', fake_logits)
-            training_stats.report('Loss/signs/fake', fake_logits.sign())
-            d_fake = F.softplus(fake_logits)  # -log(1 - sigmoid(logits))
+            fake = self.run_D(fake_img, gen_c)
+            training_stats.report('Loss/scores/fake', fake.logits)
+            training_stats.report('Loss/signs/fake', fake.logits.sign())
+            d_fake = F.softplus(fake.logits)  # -log(1 - sigmoid(logits))
             self.watch_finite(phase, d_fake)
         with torch.autograd.profiler.record_function('D_fakes_bwd'):
-            self._plus_queued_terms(phase, d_fake.mean()).mul(gain).backward()
+            self.plus_aux(phase, 'D', d_fake.mean(), fake).mul(gain).backward()
         return d_fake.detach()
 
     def r1_penalty(self, real_img, real_logits):
@@ -300,7 +304,8 @@ class StyleGAN2Loss(Loss):
     def _discriminator_reals(self, phase, real_img, real_c, gain, fake_term, adversarial, r1):
         with torch.autograd.profiler.record_function('D_reals_fwd'):
             reals = real_img.detach().requires_grad_(r1)
-            real_logits = self.run_D(reals, real_c)
+            real = self.run_D(reals, real_c)
+            real_logits = real.logits
             training_stats.report('Loss/scores/real', real_logits)
             training_stats.report('Loss/signs/real', real_logits.sign())
             total = real_logits * 0
@@ -317,7 +322,9 @@ class StyleGAN2Loss(Loss):
                 self.watch_finite(phase, d_reg)
                 total = total + d_reg.reshape([-1] + [1] * (total.ndim - 1))
         with torch.autograd.profiler.record_function('D_reals_bwd'):
-            self._plus_queued_terms(phase, total.mean()).mul(gain).backward()
+            # The aux term belongs to the adversarial loss: R1 alone (Dreg) leaves it out.
+            total = self.plus_aux(phase, 'D', total.mean(), real) if adversarial else total.mean()
+            total.mul(gain).backward()
 
     # --- Resume -------------------------------------------------------------------------------
 

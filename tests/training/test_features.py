@@ -1,4 +1,4 @@
-"""Tests for training/features.py: named activation recording on G.synthesis and D."""
+"""Tests for training/features.py on real tiny networks: layer finders, activation recording, D's features/head split."""
 
 import copy
 import pickle
@@ -63,20 +63,58 @@ def test_discriminator_layers_names_resolutions_and_channels():
     D = tiny_D(64)
     layers = features.discriminator_conv_layers(D)
     assert [(i.name, i.channels, i.resolution) for i in layers] == [
-        ('b64.fromrgb', 16, 64), ('b64.conv0', 16, 64), ('b64.conv1', 32, 32),
+        ('b64.conv0', 16, 64), ('b64.conv1', 32, 32),
         ('b32.conv0', 32, 32), ('b32.conv1', 32, 16),
         ('b16.conv0', 32, 16), ('b16.conv1', 32, 8),
         ('b8.conv0', 32, 8), ('b8.conv1', 32, 4),
-        ('b4.conv', 32, 4),
     ]
-    # MixDL's patch heads read 1/8 and 1/16 of the image resolution.
-    assert [i.name for i in features.discriminator_layers_at(D, 64 // 8)] == ['b16.conv1', 'b8.conv0']
-    assert [i.name for i in features.discriminator_layers_at(D, 64 // 16)] == ['b8.conv1', 'b4.conv']
-    with pytest.raises(ValueError, match='available resolutions'):
-        features.discriminator_layers_at(D, 2)
+    for name, channels, _ in layers:  # channels are the real output widths
+        assert dict(D.named_modules())[name].weight.shape[0] == channels
+    # Feature blocks only: no fromrgb (reads the image) and no epilogue conv (follows minibatch stddev).
     skip_names = [i.name for i in features.discriminator_conv_layers(tiny_D(16, arch='skip'))]
-    assert skip_names == ['b16.fromrgb', 'b16.conv0', 'b16.conv1', 'b8.fromrgb', 'b8.conv0', 'b8.conv1',
-                          'b4.fromrgb', 'b4.conv']
+    assert skip_names == ['b16.conv0', 'b16.conv1', 'b8.conv0', 'b8.conv1']
+    with pytest.raises(ValueError, match='pass a Discriminator'):
+        features.discriminator_conv_layers(tiny_G(16))
+
+
+@pytest.mark.parametrize('res,wanted,names', [
+    (64, [8, 4], ['b16.conv1', 'b8.conv0', 'b8.conv1']),
+    (32, [4, 2], ['b8.conv1']),
+    (32, 16, ['b32.conv1', 'b16.conv0']),
+    (16, [8], ['b16.conv1', 'b8.conv0']),
+])
+def test_discriminator_layers_at_given_resolutions(res, wanted, names):
+    D = tiny_D(res)
+    chosen = features.discriminator_layers_at(D, wanted)
+    assert [i.name for i in chosen] == names
+    with features.record_activations(D, names) as record:
+        D(torch.randn(2, 3, res, res), None)
+    for info in chosen:
+        assert record[info.name].shape == (2, info.channels, info.resolution, info.resolution)
+
+
+def test_discriminator_layers_at_a_missing_resolution_lists_the_available_ones():
+    with pytest.raises(ValueError, match=r'available resolutions: \[16, 8, 4\]'):
+        features.discriminator_layers_at(tiny_D(16), 2)
+
+
+@pytest.mark.parametrize('arch,c_dim', [('resnet', 0), ('skip', 0), ('orig', 3)])
+def test_head_of_features_is_exactly_D(arch, c_dim):
+    torch.manual_seed(1)
+    D = networks.Discriminator(c_dim=c_dim, img_resolution=16, img_channels=3, architecture=arch,
+                               epilogue_kwargs=dict(mbstd_group_size=2), **TINY)
+    img = torch.randn(4, 3, 16, 16)
+    c = torch.eye(3)[[0, 1, 2, 0]] if c_dim else torch.zeros(4, 0)
+    split = features.discriminator_features(D, img)
+    assert list(split.x.shape[1:]) == features.discriminator_features_shape(D) == [32, 4, 4]
+    assert (split.img is not None) == (arch == 'skip')
+    assert (features.label_embedding(D, c) is None) == (c_dim == 0)
+    torch.testing.assert_close(features.discriminator_head(D, split, features.label_embedding(D, c)), D(img, c),
+                               rtol=0, atol=0)
+    first, second = split.halves(2)
+    assert torch.equal(torch.cat([first.x, second.x]), split.x)
+    mixed = first.mixed_with(second, 0.25)
+    torch.testing.assert_close(mixed.x, 0.25 * first.x + 0.75 * second.x)
 
 
 def test_discriminator_features_and_penultimate_feature():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
-from training.loss import Loss, PhaseSpec, StyleGAN2Loss, lazy_regularisation_phases
+from training.loss import AuxiliaryLoss, DiscriminatorOutput, Loss, PhaseSpec, StyleGAN2Loss, lazy_regularisation_phases
 
 Z_DIM, W_DIM, NUM_WS, C, H, W = 3, 4, 3, 1, 4, 4
 
@@ -178,15 +178,14 @@ def test_nonfinite_guard_names_the_phase():
     assert loss.first_nonfinite_phase() is None  # flags are cleared after reading
 
 
-def test_phase_plan_and_plugin_defaults():
+def test_lazy_regularisation_phases_and_plugin_defaults():
     assert lazy_regularisation_phases(4, 16) == [PhaseSpec('Gmain', 'G', 1), PhaseSpec('Greg', 'G', 4),
                                                  PhaseSpec('Dmain', 'D', 1), PhaseSpec('Dreg', 'D', 16)]
     assert lazy_regularisation_phases(None, None) == [PhaseSpec('Gboth', 'G', 1), PhaseSpec('Dboth', 'D', 1)]
     loss = make_loss()
-    assert loss.phase_plan(4, 16) == lazy_regularisation_phases(4, 16)
     assert loss.extra_modules() == {} and loss.snapshot_key is None
     assert loss.write_snapshot_images(None, '.', 0) == []
-    assert Loss.cli_options() == [] and Loss.configure_from_cli({}, {}) == ''
+    assert Loss.options is None and StyleGAN2Loss.options is None  # no command-line options of its own
     with pytest.raises(ValueError, match='Unknown phase'):
         loss.accumulate_gradients('Gfoo', None, None, None, None, 1)
     fresh = make_loss()
@@ -196,25 +195,26 @@ def test_phase_plan_and_plugin_defaults():
         fresh.load_state_dict({'bogus': torch.tensor(0.0)})
 
 
-class QueuingLoss(StyleGAN2Loss):
-    """A plug-in whose D calls also produce a term (like AdaptiveMix): weight * logits^2 per sample."""
+class AuxLoss(StyleGAN2Loss):
+    """A plug-in whose D calls also compute a term (like AdaptiveMix): logits^2 per sample, weighted 0.7."""
 
     term_weight = 0.7
 
     def run_D(self, img, c):
-        logits = super().run_D(img, c)
-        self.add_discriminator_term(self.term_weight * logits.squeeze(1).square())
-        return logits
+        logits = super().run_D(img, c).logits
+        return DiscriminatorOutput(logits, AuxiliaryLoss('toy', logits.squeeze(1).square(), self.term_weight))
 
 
-def test_discriminator_terms_join_the_loss_of_their_D_call():
+def test_discriminator_aux_terms_join_the_loss_of_their_D_call():
     torch.manual_seed(123)
-    loss = QueuingLoss(device='cpu', G_mapping=ToyMapping(), G_synthesis=ToySynthesis(), D=ToyD(),
-                       style_mixing_prob=0, r1_gamma=0)
+    loss = AuxLoss(device='cpu', G_mapping=ToyMapping(), G_synthesis=ToySynthesis(), D=ToyD(),
+                   style_mixing_prob=0, r1_gamma=0)
     reals, z, labels, gain = torch.randn(4, C, H, W), torch.randn(4, Z_DIM), torch.zeros(4, 0), 3
-    loss.run_D(reals, labels)  # made outside any phase: must not leak into the next phase's loss
     loss.D.requires_grad_(True)
+    collector = training_stats.Collector(regex='Loss/toy/.*', keep_previous=False)
     loss.accumulate_gradients('Dmain', reals, labels, z, labels, gain)
+    collector.update()
+    assert collector.num('Loss/toy/D') == 8 and collector.num('Loss/toy/G') == 0  # fakes and reals, as D's
     got = [loss.D.U.grad.clone(), loss.D.v.grad.clone()]
 
     with torch.no_grad():
@@ -227,3 +227,23 @@ def test_discriminator_terms_join_the_loss_of_their_D_call():
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
     assert loss.first_nonfinite_phase() is None
+
+
+def test_aux_terms_stay_out_of_r1_alone_and_weight_zero_only_reports():
+    torch.manual_seed(123)
+    loss = AuxLoss(device='cpu', G_mapping=ToyMapping(), G_synthesis=ToySynthesis(), D=ToyD(),
+                   style_mixing_prob=0, r1_gamma=2)
+    plain = StyleGAN2Loss(device='cpu', G_mapping=loss.G_mapping, G_synthesis=loss.G_synthesis, D=loss.D,
+                          style_mixing_prob=0, r1_gamma=2)
+    reals, z, labels = torch.randn(4, C, H, W), torch.randn(4, Z_DIM), torch.zeros(4, 0)
+    loss.D.requires_grad_(True)
+    grads = {}
+    for name, which, phase, weight in (('aux', loss, 'Dreg', 0.7), ('plain', plain, 'Dreg', 0.7),
+                                       ('aux0', loss, 'Dmain', 0.0), ('plain0', plain, 'Dmain', 0.0)):
+        loss.term_weight = weight
+        loss.D.U.grad = loss.D.v.grad = None
+        torch.manual_seed(1)
+        which.accumulate_gradients(phase, reals, labels, z, labels, 1)
+        grads[name] = [loss.D.U.grad.clone(), loss.D.v.grad.clone()]
+    for a, b in zip(grads['aux'] + grads['aux0'], grads['plain'] + grads['plain0']):
+        assert torch.equal(a, b)

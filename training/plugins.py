@@ -1,41 +1,72 @@
-"""Machinery shared by the loss plug-ins: option tables -> click options, loss kwargs and run desc; private random streams."""
-import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+"""Machinery every loss plug-in shares: its options declared as data, their checks, and a private random stream.
 
-import click
+A plug-in is a `training.loss.Loss` subclass with a class attribute `options` (a PluginOptions).
+Nothing here knows about click: train.py turns each PluginOption into a command-line option, and
+the loss constructor resolves its keyword arguments through the same table, so every setting has
+one default and one check wherever it comes from (the command line or a stored run configuration).
+"""
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
+
 import torch
+
+import dnnlib
 
 BASELINE_LOSS = 'training.loss.StyleGAN2Loss'
 
 
+class PluginConfigError(ValueError):
+    """A plug-in setting is out of range or conflicts with another; the message names the fix."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PluginOption:
-    """One train.py setting of a plug-in, e.g. `--mixdl-g`.
+    """One setting of a plug-in, e.g. MixDL's distance weight `--mixdl-g` -> `lambda_G`.
 
-    name:     click parameter name ('mixdl_g'); the flag is the same with dashes.
-    kwarg:    the loss-constructor keyword it fills.
-    default:  value when the flag is not given; also what the run desc leaves out.
-    kind:     click parameter type (a FloatRange, IntRange, Choice, bool, ...).
-    cast:     turns the parsed value into the kwarg's Python type (float, int, bool, str).
-    help:     --help text.
-    tag:      run-desc prefix written before a non-default value ('g' -> '-g0'); '' writes the value alone.
+    name:         train.py parameter name ('mixdl_g'); the flag is the same with dashes.
+    kwarg:        the loss-constructor keyword it fills ('lambda_G').
+    default:      value when not given; the run desc leaves it out.
+    type:         float, int, str or bool.
+    help:         --help text.
+    tag:          run-desc prefix before a non-default value ('g' -> '-g0'); '' writes the value alone.
+    minimum:      lowest allowed value (numbers), or None.
+    minimum_open: True when `minimum` itself is not allowed (value > minimum).
+    choices:      the allowed strings (type str), or None.
     """
     name: str
     kwarg: str
     default: Any
-    kind: Any
-    cast: Callable[[Any], Any]
+    type: type
     help: str
     tag: str
+    minimum: Optional[float] = None
+    minimum_open: bool = False
+    choices: Optional[Tuple[str, ...]] = None
 
     @property
     def flag(self) -> str:
         return '--' + self.name.replace('_', '-')
 
-    def click_option(self) -> click.Option:
-        extra = dict(metavar='BOOL') if self.kind is bool else {}
-        return click.Option([self.flag], help=self.help, type=self.kind, default=self.default, show_default=True,
-                            **extra)
+    def check(self, value):
+        """`value` cast to `type`; raises PluginConfigError naming the option and the fix."""
+        def fail(rule):
+            raise PluginConfigError(f'{self.flag} ({self.kwarg}) must be {rule}, got {value!r}: '
+                                    f'try {self.flag}={_desc_text(self.default)} (the default)')
+        if self.type is bool:
+            if value not in (True, False):  # also accepts 0 and 1
+                fail('a boolean (0 or 1)')
+            return bool(value)
+        if self.type is str:
+            if self.choices is not None and value not in self.choices:
+                fail('one of ' + ', '.join(self.choices))
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
+            fail('a number')
+        if self.type is int and int(value) != value:
+            fail('a whole number')
+        if self.minimum is not None and (value <= self.minimum if self.minimum_open else value < self.minimum):
+            fail(('> ' if self.minimum_open else '>= ') + _desc_text(self.minimum))
+        return self.type(value)
 
 
 def _desc_text(value) -> str:
@@ -46,21 +77,21 @@ def _desc_text(value) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class PluginOptions:
-    """A plug-in's whole command-line surface: an on/off switch plus its settings.
+    """A plug-in's whole configuration surface: an on/off switch plus its settings.
 
     switch:      parameter name of the BOOL switch ('mixdl'); also the run-desc word ('-mixdl').
     switch_help: --help text of the switch.
     loss_class:  dotted name written to loss_kwargs['class_name'] when the switch is on.
     settings:    the PluginOption entries, in --help and run-desc order.
-    validate:    called with the loss kwargs of the settings; raises ValueError naming the problem and fix.
     conflicts:   {other switch: why the two cannot run together}; checked when both are on.
+    renamed:     {keyword in older run configurations: current keyword}, accepted by `split`.
     """
     switch: str
     switch_help: str
     loss_class: str
     settings: Tuple[PluginOption, ...]
-    validate: Optional[Callable[..., None]] = None
     conflicts: Dict[str, str] = dataclasses.field(default_factory=dict)
+    renamed: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def switch_flag(self) -> str:
@@ -72,11 +103,16 @@ class PluginOptions:
                 return option
         raise KeyError(f'{self.switch} has no setting {name!r}')
 
-    def cli_options(self):
-        """click options for train.py: the switch first, then the settings."""
-        switch = click.Option([self.switch_flag], help=self.switch_help, type=bool, default=False, show_default=True,
-                              metavar='BOOL')
-        return [switch] + [option.click_option() for option in self.settings]
+    def split(self, kwargs: Dict[str, Any]):
+        """Loss-constructor kwargs -> (settings: every setting's kwarg, checked, defaults filled; the rest).
+
+        Keywords listed in `renamed` are read under their current name.
+        """
+        kwargs = {self.renamed.get(key, key): value for key, value in kwargs.items()}
+        settings = {}
+        for option in self.settings:
+            settings[option.kwarg] = option.check(kwargs.pop(option.kwarg, option.default))
+        return settings, kwargs
 
     def configure(self, opts: Dict[str, Any], loss_kwargs: Dict[str, Any]) -> str:
         """Fill loss_kwargs from parsed train.py options and return the run-desc suffix.
@@ -85,28 +121,24 @@ class PluginOptions:
         a setting changed from its default is an error, since it would silently do nothing.
         Switch on: class_name and every setting's kwarg are written; the suffix is '-<switch>' followed
         by '-<tag><value>' for each setting that differs from its default.
+        Raises PluginConfigError for bad values and conflicts.
         """
         given = {option.name: opts.get(option.name, option.default) for option in self.settings}
         if not opts.get(self.switch, False):
             for option in self.settings:
                 if given[option.name] != option.default:
-                    raise click.UsageError(f'{option.flag} only has an effect with {self.switch_flag}=1: '
-                                           f'add {self.switch_flag}=1 or drop {option.flag}')
+                    raise PluginConfigError(f'{option.flag} only has an effect with {self.switch_flag}=1: '
+                                            f'add {self.switch_flag}=1 or drop {option.flag}')
             return ''
         for other, reason in self.conflicts.items():
             if opts.get(other, False):
                 other_flag = '--' + other.replace('_', '-')
-                raise click.UsageError(f'{self.switch_flag}=1 cannot be combined with {other_flag}=1: {reason}')
+                raise PluginConfigError(f'{self.switch_flag}=1 cannot be combined with {other_flag}=1: {reason}')
         claimed = loss_kwargs.get('class_name', BASELINE_LOSS)
         if claimed not in (BASELINE_LOSS, self.loss_class):
-            raise click.UsageError(f'{self.switch_flag}=1 cannot be combined with the loss plug-in already enabled '
-                                   f'({claimed}): enable one loss plug-in at a time')
-        values = {option.kwarg: option.cast(given[option.name]) for option in self.settings}
-        if self.validate is not None:
-            try:
-                self.validate(**values)
-            except ValueError as error:
-                raise click.UsageError(str(error)) from None
+            raise PluginConfigError(f'{self.switch_flag}=1 cannot be combined with the loss plug-in already '
+                                    f'enabled ({claimed}): enable one loss plug-in at a time')
+        values = {option.kwarg: option.check(given[option.name]) for option in self.settings}
         loss_kwargs['class_name'] = self.loss_class
         loss_kwargs.update(values)
         suffix = '-' + self.switch
@@ -115,6 +147,19 @@ class PluginOptions:
             if value != option.default:
                 suffix += f'-{option.tag}{_desc_text(value)}'
         return suffix
+
+
+def load_plugins(dotted_names: Sequence[str]):
+    """The loss classes named in `dotted_names`, each checked to declare `options` (a PluginOptions)."""
+    classes = []
+    for name in dotted_names:
+        cls = dnnlib.util.get_obj_by_name(name)
+        if not isinstance(getattr(cls, 'options', None), PluginOptions):
+            raise TypeError(f'{name} is listed as a loss plug-in but has no `options` PluginOptions table')
+        classes.append(cls)
+    return classes
+
+#----------------------------------------------------------------------------
 
 
 class PrivateStream:

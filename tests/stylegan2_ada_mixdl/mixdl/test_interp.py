@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan2_ada_mixdl.interp import images_to_grid, interp_filename, interpolation_images, latents_for_seeds
+from stylegan2_ada_mixdl.mixdl.interp import images_to_grid, interp_filename, interpolation_images, latents_for_seeds
 
 
 class _LinearToyGenerator(torch.nn.Module):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from stylegan2_ada_mixdl.coefficients import sample_coefficients
-from stylegan2_ada_mixdl.distance import (coefficient_kl, cosine_similarity_matrix, feature_distance_loss,
+from stylegan2_ada_mixdl.mixdl.coefficients import sample_coefficients
+from stylegan2_ada_mixdl.mixdl.distance import (coefficient_kl, cosine_similarity_matrix, feature_distance_loss,
                                           layered_distance_loss, layered_similarities, sample_feature_layers)
 
 LAYER_SHAPES = [(8, 4, 4), (6, 8, 8), (6, 8, 8), (4, 16, 16), (4, 16, 16)]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stylegan2_ada_mixdl.coefficients import COEFFICIENT_KINDS, mix_anchors, sample_coefficients
+from stylegan2_ada_mixdl.mixdl.coefficients import COEFFICIENT_KINDS, mix_anchors, sample_coefficients
 
 
 @pytest.mark.parametrize('kind', COEFFICIENT_KINDS)

@@ -1,8 +1,11 @@
 """MixDL's trainable extras: the projection of D's penultimate feature and the patch-logit heads."""
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
+
+from torch_utils.ops import bias_act
+from training.features import LayerInfo, discriminator_conv_layers, discriminator_layers_at, penultimate_width
 
 
 class EqualizedLinear(torch.nn.Module):
@@ -22,11 +25,19 @@ class EqualizedLinear(torch.nn.Module):
 
 
 class PatchHead(torch.nn.Module):
-    """3x3 equalised-lr conv from one D activation to one logit per spatial position."""
+    """3x3 equalised-lr conv from one D activation to one logit per spatial position.
 
-    def __init__(self, in_channels: int):
+    activation 'lrelu': the conv's output goes through a biased leaky ReLU (slope 0.2, gain sqrt(2)),
+    as StyleGAN2's conv layers and the MixDL authors' patch head do; 'linear': conv plus bias only.
+    Both have the same parameters, so a state saved with one loads into the other.
+    """
+
+    def __init__(self, in_channels: int, activation: str = 'lrelu'):
         super().__init__()
+        if activation not in ('lrelu', 'linear'):
+            raise ValueError(f'Patch head activation must be "lrelu" or "linear", got {activation!r}')
         self.in_channels = int(in_channels)
+        self.activation = activation
         self.weight = torch.nn.Parameter(torch.randn(1, self.in_channels, 3, 3))
         self.bias = torch.nn.Parameter(torch.zeros(1))
         self.runtime_gain = 1.0 / (self.in_channels * 9) ** 0.5
@@ -36,33 +47,26 @@ class PatchHead(torch.nn.Module):
         if activation.dim() != 4 or activation.shape[1] != self.in_channels:
             raise ValueError(f'Patch head expects [N, {self.in_channels}, H, W], got {list(activation.shape)}')
         x = activation.float().contiguous(memory_format=torch.contiguous_format)
-        logits = F.conv2d(x, self.weight * self.runtime_gain, self.bias, padding=1)
+        if self.activation == 'linear':
+            logits = F.conv2d(x, self.weight * self.runtime_gain, self.bias, padding=1)
+        else:
+            logits = bias_act.bias_act(F.conv2d(x, self.weight * self.runtime_gain, padding=1), self.bias, act='lrelu')
         return logits.flatten(1)
 
 
-def discriminator_patch_layers(D) -> List[Tuple[str, int, int]]:
-    """(layer name, channels, spatial size) of D's block conv outputs at 1/8 and 1/16 of the image size.
+def discriminator_patch_layers(D) -> List[LayerInfo]:
+    """D's block conv outputs at 1/8 and 1/16 of the image size, where MixDL's patch heads read (paper sec. 3.4).
 
-    Read from D's block structure (block_resolutions and each conv's weight shape), so it follows
-    any resolution, width and architecture. When the image is too small for those sizes
-    (below 64 px), the smallest block conv outputs are used instead.
+    At 256 px these are b64.conv1, b32.conv0 (32x32) and b32.conv1, b16.conv0 (16x16). They are
+    feature-block activations only (see `training.features.discriminator_conv_layers`): the epilogue's
+    4x4 conv follows minibatch stddev, so its patches would mix samples. Below 64 px, where the
+    block convs do not reach 1/16, the smallest block conv outputs are used (b8.conv1, 4x4).
     """
-    candidates = []
-    for res in D.block_resolutions:
-        block = getattr(D, f'b{res}')
-        candidates.append((f'b{res}.conv0', int(block.conv0.weight.shape[0]), res))
-        candidates.append((f'b{res}.conv1', int(block.conv1.weight.shape[0]), res // 2))
     wanted = {D.img_resolution // 8, D.img_resolution // 16}
-    chosen = [entry for entry in candidates if entry[2] in wanted]
-    if not chosen:
-        smallest = min(size for _, _, size in candidates)
-        chosen = [entry for entry in candidates if entry[2] == smallest]
-    return chosen
-
-
-def discriminator_feature_dim(D) -> int:
-    """Width of D's penultimate feature: the output size of the epilogue's fully connected layer b4.fc."""
-    return int(D.b4.fc.weight.shape[0])
+    layers = discriminator_conv_layers(D)
+    if not any(info.resolution in wanted for info in layers):
+        wanted = {min(info.resolution for info in layers)}
+    return discriminator_layers_at(D, wanted)
 
 
 class MixDLModules(torch.nn.Module):
@@ -70,9 +74,11 @@ class MixDLModules(torch.nn.Module):
 
     proj: EqualizedLinear(feature_dim -> proj_dim) applied to D's penultimate feature.
     patch: one PatchHead per D activation named in patch_layers ({'b64.conv1': channels, ...}).
+    patch_head: the heads' activation, 'lrelu' or 'linear' (see PatchHead).
     """
 
-    def __init__(self, feature_dim: int = 512, patch_layers: Dict[str, int] = None, proj_dim: int = None):
+    def __init__(self, feature_dim: int = 512, patch_layers: Dict[str, int] = None, proj_dim: int = None,
+                 patch_head: str = 'lrelu'):
         super().__init__()
         patch_layers = dict(patch_layers or {})
         self.feature_dim = int(feature_dim)
@@ -80,13 +86,14 @@ class MixDLModules(torch.nn.Module):
         self.proj = EqualizedLinear(self.feature_dim, self.proj_dim)
         # Module names may not contain dots, so 'b64.conv1' is stored as 'b64_conv1'.
         self.patch_layer_names = list(patch_layers)
-        self.patch = torch.nn.ModuleDict({name.replace('.', '_'): PatchHead(ch) for name, ch in patch_layers.items()})
+        self.patch = torch.nn.ModuleDict({name.replace('.', '_'): PatchHead(ch, patch_head)
+                                            for name, ch in patch_layers.items()})
 
     @classmethod
-    def for_discriminator(cls, D, proj_dim: int = None) -> 'MixDLModules':
+    def for_discriminator(cls, D, proj_dim: int = None, patch_head: str = 'lrelu') -> 'MixDLModules':
         """Build the extras that match D's penultimate width and its 1/8, 1/16 resolution activations."""
-        layers = {name: channels for name, channels, _ in discriminator_patch_layers(D)}
-        return cls(feature_dim=discriminator_feature_dim(D), patch_layers=layers, proj_dim=proj_dim)
+        layers = {info.name: info.channels for info in discriminator_patch_layers(D)}
+        return cls(feature_dim=penultimate_width(D), patch_layers=layers, proj_dim=proj_dim, patch_head=patch_head)
 
     def project(self, penultimate: torch.Tensor) -> torch.Tensor:
         """penultimate: [N, feature_dim] -> [N, proj_dim] float32."""

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from stylegan2_ada_mixdl.loss import MixDLLoss
+from stylegan2_ada_mixdl.mixdl import MixDLLoss
 from training import networks
 from training.loss import StyleGAN2Loss
 
@@ -23,7 +23,7 @@ def _networks(seed=0):
 def _make_loss(G, D, cls=MixDLLoss, **kwargs):
     kwargs.setdefault('r1_gamma', 1.0)
     if cls is MixDLLoss:
-        kwargs.setdefault('mixdl_seed', 123)
+        kwargs.setdefault('seed', 123)
     return cls(device='cpu', G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, **kwargs)
 
 
@@ -50,7 +50,7 @@ def _all_trainable(*modules):
 
 def test_every_interval_th_minibatch_is_mixdl():
     G, D = _networks()
-    loss = _make_loss(G, D, mixdl_interval=3)
+    loss = _make_loss(G, D, interval=3)
     assert [loss.is_mixdl_minibatch(i) for i in range(7)] == [True, False, False, True, False, False, True]
     off = _make_loss(G, D, lambda_G=0, lambda_D=0, patch_discrimination=False)
     assert not any(off.is_mixdl_minibatch(i) for i in range(4))
@@ -173,14 +173,14 @@ def test_state_dict_round_trip_restores_the_random_stream():
     G, D = _networks()
     loss = _make_loss(G, D)
     state = copy.deepcopy(loss.state_dict())
-    assert set(state) == {'pl_mean', 'mixdl_rng'}
+    assert set(state) == {'pl_mean', 'mixdl_rng', 'mixdl_patch_head'}
     first = loss.draw_coefficients(BATCH), loss.draw_patch_layer()
-    other = _make_loss(G, D, mixdl_seed=999)
+    other = _make_loss(G, D, seed=999)
     other.load_state_dict(state)
     second = other.draw_coefficients(BATCH), other.draw_patch_layer()
     assert torch.equal(first[0], second[0]) and first[1] == second[1]
     with pytest.raises(ValueError, match='unexpected keys'):
-        other.load_state_dict({'bogus': 1})
+        other.load_state_dict({'bogus': 1, 'mixdl_patch_head': 'lrelu'})
 
 
 def test_interpolation_strip_is_written(tmp_path):
@@ -198,5 +198,78 @@ def test_construction_leaves_the_global_random_stream_alone():
     torch.manual_seed(42)
     expected = torch.rand(3)
     torch.manual_seed(42)
-    _make_loss(G, D, mixdl_seed=None)
+    _make_loss(G, D, seed=None)
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def _phase_grads(loss, phase, module, stream_state, inputs):
+    """Gradients of `module` after one MixDL-minibatch phase, from a fixed private stream and global seed."""
+    loss.stream.set_state(stream_state)
+    _all_trainable(module)
+    torch.manual_seed(5)
+    loss.begin_minibatch(0)
+    loss.accumulate_gradients(phase, gain=1, **inputs)
+    module.requires_grad_(False)
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize('phase,lambda_name,term', [('Gmain', 'lambda_G', 'G_dist'), ('Dmain', 'lambda_D', 'D_dist')])
+def test_raising_a_lambda_by_one_adds_exactly_its_term_gradient(phase, lambda_name, term):
+    G, D = _networks()
+    loss = _make_loss(G, D)
+    module = G if phase == 'Gmain' else D
+    inputs = _inputs()
+    state = loss.stream.get_state()
+    grads = {}
+    for weight in (1.0, 2.0):
+        setattr(loss, lambda_name, weight)
+        grads[weight] = _phase_grads(loss, phase, module, state, inputs)
+    # The term alone, unweighted, from the same draws (coefficients come first in both).
+    loss.stream.set_state(state)
+    _all_trainable(module)
+    torch.manual_seed(5)
+    coefs = loss.draw_coefficients(BATCH)
+    if phase == 'Gmain':
+        terms = loss.generator_terms(inputs['gen_z'], inputs['gen_c'], coefs, distance=True, patch=False)
+    else:
+        terms = loss.discriminator_terms(coefs=coefs, distance=True, patch=False, **inputs)
+    terms[term].backward()
+    term_grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in module.parameters()]
+    assert any(g.abs().sum() > 0 for g in term_grads)
+    for g1, g2, t in zip(grads[1.0], grads[2.0], term_grads):
+        torch.testing.assert_close(g2 - g1, t, rtol=1e-3, atol=1e-6)
+
+
+def test_configurations_naming_the_old_class_and_keywords_build_the_same_loss():
+    import dnnlib
+    G, D = _networks()
+    old = dnnlib.util.construct_class_by_name(class_name='stylegan2_ada_mixdl.loss.MixDLLoss', device='cpu',
+                                              G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, mixdl_interval=3,
+                                              mixdl_seed=4, lambda_G=10)
+    new = _make_loss(G, D, interval=3, seed=4, lambda_G=10, r1_gamma=10)
+    assert isinstance(old, MixDLLoss) and (old.interval, old.lambda_G) == (3, 10.0)
+    assert torch.equal(old.draw_coefficients(BATCH), new.draw_coefficients(BATCH))
+
+
+def test_training_state_records_the_patch_head_and_a_mismatch_is_a_clear_error():
+    G, D = _networks()
+    linear = _make_loss(G, D, patch_head='linear')
+    state = linear.state_dict()
+    assert state['mixdl_patch_head'] == 'linear'
+    _make_loss(G, D, patch_head='linear').load_state_dict(state)
+    with pytest.raises(ValueError, match='resume with --mixdl-patch-head=linear'):
+        _make_loss(G, D).load_state_dict(state)
+    # States without the entry come from linear-head runs.
+    legacy = {k: v for k, v in state.items() if k != 'mixdl_patch_head'}
+    _make_loss(G, D, patch_head='linear').load_state_dict(legacy)
+    with pytest.raises(ValueError, match='saved with --mixdl-patch-head=linear'):
+        _make_loss(G, D, patch_head='lrelu').load_state_dict(legacy)
+
+
+@pytest.mark.parametrize('kwargs,match', [(dict(lambda_G=-1), '--mixdl-g'), (dict(interval=2.5), 'whole number'),
+                                          (dict(coef_kind='beta'), 'dirichlet, gaussian, uniform'),
+                                          (dict(patch_head='relu'), 'lrelu, linear')])
+def test_bad_settings_name_the_option(kwargs, match):
+    G, D = _networks()
+    with pytest.raises(ValueError, match=match):
+        _make_loss(G, D, **kwargs)

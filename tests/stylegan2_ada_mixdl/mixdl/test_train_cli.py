@@ -11,8 +11,8 @@ def test_mixdl_options_reach_loss_kwargs_and_desc(tmp_path):
     result, config = _dry_run(tmp_path, '--mixdl=1', '--mixdl-g=0', '--mixdl-interval=4')
     assert result.exit_code == 0, result.output
     loss_kwargs = config['loss_kwargs']
-    assert loss_kwargs['class_name'] == 'stylegan2_ada_mixdl.loss.MixDLLoss'
-    assert (loss_kwargs['lambda_G'], loss_kwargs['lambda_D'], loss_kwargs['mixdl_interval']) == (0.0, 1.0, 4)
+    assert loss_kwargs['class_name'] == 'stylegan2_ada_mixdl.mixdl.MixDLLoss'
+    assert (loss_kwargs['lambda_G'], loss_kwargs['lambda_D'], loss_kwargs['interval']) == (0.0, 1.0, 4)
     assert loss_kwargs['coef_kind'] == 'dirichlet' and loss_kwargs['patch_discrimination'] is True
     assert os.path.basename(config['run_dir']).endswith('-mixdl-g0-int4')
 

@@ -12,11 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ada_mixdl import adaptivemix
-from stylegan2_ada_mixdl.adaptivemix import (OPTIONS, AdaptiveMixLoss, adaptivemix_forward, discriminator_features,
-                                             discriminator_head, label_embedding)
+import train
+from stylegan2_ada_mixdl.adaptivemix import AdaptiveMixLoss
+from stylegan2_ada_mixdl.adaptivemix.loss import adaptivemix_forward, negative_cosine
+from stylegan2_ada_mixdl.adaptivemix.options import OPTIONS
 from torch_utils import training_stats
 from training import networks
+from training.features import discriminator_features
+from training.plugins import PluginConfigError
 
 RES, BATCH, ZDIM = 16, 4, 8
 WIDTHS = dict(channel_base=128, channel_max=16, num_fp16_res=0, conv_clamp=None)
@@ -68,17 +71,6 @@ def reference_forward(D, img, c, lam, perm, noise):
 
 #----------------------------------------------------------------------------
 # D split and the forward pass.
-
-
-@pytest.mark.parametrize('architecture,c_dim', [('resnet', 0), ('skip', 0), ('orig', 3)])
-def test_head_of_features_is_exactly_D(architecture, c_dim):
-    D = tiny_D(c_dim, architecture)
-    img = images()
-    c = torch.eye(3)[[0, 1, 2, 0]] if c_dim else torch.zeros(BATCH, 0)
-    features = discriminator_features(D, img)
-    assert features.x.shape == (BATCH, 16, 4, 4)
-    assert (features.img is not None) == (architecture == 'skip')
-    torch.testing.assert_close(discriminator_head(D, features, label_embedding(D, c)), D(img, c), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('architecture,c_dim,sigma', [('resnet', 0, 0.05), ('skip', 0, 0.0), ('resnet', 3, 0.1)])
@@ -138,8 +130,8 @@ def test_lambda_one_reduces_the_mix_to_the_first_source():
 
 def test_sigma_zero_gives_exactly_minus_one_for_identical_features():
     features = torch.randn(BATCH, 16, 4, 4) * torch.logspace(-3, 3, BATCH)[:, None, None, None]
-    assert adaptivemix.negative_cosine(features, features.clone()).tolist() == [-1.0] * BATCH
-    opposite = adaptivemix.negative_cosine(features, -features)
+    assert negative_cosine(features, features.clone()).tolist() == [-1.0] * BATCH
+    opposite = negative_cosine(features, -features)
     torch.testing.assert_close(opposite, torch.ones(BATCH), rtol=0, atol=1e-6)
     # lambda = 1 mixes nothing, so with sigma = 0 the term is exactly at its minimum.
     D = tiny_D()
@@ -180,7 +172,7 @@ def test_target_is_detached():
 def make_loss(weight=1.0, sigma=0.05, r1_gamma=1.0):
     G, D = tiny_G(), tiny_D()
     loss = AdaptiveMixLoss('cpu', G.mapping, G.synthesis, D, augment_pipe=None, style_mixing_prob=0,
-                           r1_gamma=r1_gamma, adaptivemix_weight=weight, adaptivemix_sigma=sigma, adaptivemix_seed=7)
+                           r1_gamma=r1_gamma, weight=weight, sigma=sigma, seed=7)
     return loss, G, D
 
 
@@ -271,9 +263,9 @@ def test_r1_phase_uses_mixed_logits_but_adds_no_term():
     check, _, D = make_loss()
     state = check.stream.get_state()
     reals = phase_inputs()['real_img'].requires_grad_(True)
-    check.current_phase = 'Dreg'
-    logits = check.run_D(reals, torch.zeros(BATCH, 0))
-    (grad,) = torch.autograd.grad(logits.sum(), reals)
+    output = check.run_D(reals, torch.zeros(BATCH, 0))
+    assert output.aux.name == 'adaptivemix' and output.aux.per_sample.shape == (BATCH,)  # computed, then left out
+    (grad,) = torch.autograd.grad(output.logits.sum(), reals)
     assert stats.mean('Loss/r1_penalty') == pytest.approx(grad.square().sum(dim=[1, 2, 3]).mean().item(), rel=1e-5)
     check.stream.set_state(state)
     assert check.state_dict()['adaptivemix_rng'].equal(state)
@@ -293,14 +285,14 @@ def test_state_dict_round_trip_repeats_the_draws():
 
 def test_beta_draws_follow_alpha():
     loss, _, _ = make_loss()
-    loss.adaptivemix_alpha = 0.2
+    loss.mixup_alpha = 0.2
     lams = np.array([loss.draw_mix(2, 'cpu')[0] for _ in range(2000)])
     # Beta(0.2, 0.2): mean 1/2, variance 1 / (4 * (2 * 0.2 + 1)) = 0.179 (vs 1/12 for alpha = 1).
     assert abs(lams.mean() - 0.5) < 0.03 and abs(lams.var() - 1 / 5.6) < 0.02
 
 
-@pytest.mark.parametrize('kwargs,match', [(dict(adaptivemix_weight=-1), 'adaptivemix-weight'),
-                                          (dict(adaptivemix_alpha=0), 'adaptivemix-alpha'),
+@pytest.mark.parametrize('kwargs,match', [(dict(weight=-1), 'adaptivemix-weight'),
+                                          (dict(mixup_alpha=0), 'adaptivemix-alpha'),
                                           (dict(adaptivemix_sigma=-0.1), 'adaptivemix-sigma')])
 def test_bad_constructor_values_name_the_option(kwargs, match):
     G, D = tiny_G(), tiny_D()
@@ -312,7 +304,7 @@ def test_bad_constructor_values_name_the_option(kwargs, match):
 
 
 def _parse(args, with_mixdl_switch=False):
-    params = OPTIONS.cli_options()
+    params = train._plugin_click_options(OPTIONS)
     if with_mixdl_switch:
         params.append(click.Option(['--mixdl'], type=bool, default=False))
     command = click.Command('train', params=params, callback=lambda **kw: kw)
@@ -330,21 +322,21 @@ def test_options_off_leave_the_baseline_untouched():
 
 def test_options_on_fill_kwargs_and_desc():
     loss_kwargs = {'class_name': 'training.loss.StyleGAN2Loss'}
-    assert AdaptiveMixLoss.configure_from_cli(_parse(['--adaptivemix=1']), loss_kwargs) == '-adaptivemix'
-    assert loss_kwargs == {'class_name': 'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss', 'adaptivemix_weight': 1.0,
-                           'adaptivemix_alpha': 1.0, 'adaptivemix_sigma': 0.05}
+    assert AdaptiveMixLoss.options.configure(_parse(['--adaptivemix=1']), loss_kwargs) == '-adaptivemix'
+    assert loss_kwargs == {'class_name': 'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss', 'weight': 1.0,
+                           'mixup_alpha': 1.0, 'sigma': 0.05}
     loss_kwargs = {}
     opts = _parse(['--adaptivemix=1', '--adaptivemix-weight=2', '--adaptivemix-sigma=0'])
     assert OPTIONS.configure(opts, loss_kwargs) == '-adaptivemix-w2-sigma0'
-    assert loss_kwargs['adaptivemix_sigma'] == 0.0 and isinstance(loss_kwargs['adaptivemix_weight'], float)
+    assert loss_kwargs['sigma'] == 0.0 and isinstance(loss_kwargs['weight'], float)
 
 
 def test_option_errors_are_one_line_and_name_the_fix():
-    with pytest.raises(click.UsageError, match='--adaptivemix-alpha only has an effect with --adaptivemix=1'):
+    with pytest.raises(PluginConfigError, match='--adaptivemix-alpha only has an effect with --adaptivemix=1'):
         OPTIONS.configure(_parse(['--adaptivemix-alpha=2']), {})
-    with pytest.raises(click.UsageError, match='--adaptivemix=1 cannot be combined with --mixdl=1: MixDL replaces'):
+    with pytest.raises(PluginConfigError, match='--adaptivemix=1 cannot be combined with --mixdl=1: MixDL replaces'):
         OPTIONS.configure(_parse(['--adaptivemix=1', '--mixdl=1'], with_mixdl_switch=True), {})
-    with pytest.raises(click.UsageError, match='enable one loss plug-in at a time'):
+    with pytest.raises(PluginConfigError, match='enable one loss plug-in at a time'):
         OPTIONS.configure(_parse(['--adaptivemix=1']), {'class_name': 'some.other.Loss'})
     for args in (['--adaptivemix-alpha=0'], ['--adaptivemix-sigma=-1'], ['--adaptivemix-weight=-1']):
         with pytest.raises(click.BadParameter):
@@ -361,13 +353,13 @@ def test_train_cli_records_options_only_when_enabled(tmp_path):
     result, config = _dry_run(tmp_path, '--adaptivemix=1', '--adaptivemix-sigma=0.1')
     assert result.exit_code == 0, result.output
     assert config['loss_kwargs']['class_name'] == 'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss'
-    assert (config['loss_kwargs']['adaptivemix_weight'], config['loss_kwargs']['adaptivemix_alpha'],
-            config['loss_kwargs']['adaptivemix_sigma']) == (1.0, 1.0, 0.1)
+    assert (config['loss_kwargs']['weight'], config['loss_kwargs']['mixup_alpha'],
+            config['loss_kwargs']['sigma']) == (1.0, 1.0, 0.1)
     assert os.path.basename(config['run_dir']).endswith('-adaptivemix-sigma0.1')
 
     result, config = _dry_run(tmp_path)
     assert result.exit_code == 0, result.output
-    assert not any(key.startswith('adaptivemix') for key in config['loss_kwargs'])
+    assert not {'weight', 'mixup_alpha', 'sigma'} & set(config['loss_kwargs'])
     assert 'adaptivemix' not in os.path.basename(config['run_dir'])
 
     result, _ = _dry_run(tmp_path, '--adaptivemix=1', '--mixdl=1')

@@ -70,7 +70,7 @@ def _snapshot(run_dir):
         return pickle.load(f)
 
 
-MIXDL = dict(class_name='stylegan2_ada_mixdl.loss.MixDLLoss')
+MIXDL = dict(class_name='stylegan2_ada_mixdl.mixdl.MixDLLoss')
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch
 def coefficient_kl(similarities: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     """KL(p || q) with p = softmax(C) and q = softmax(similarities) rowwise, summed and divided by B^2.
 
-    This is the direction and reduction of the authors' code (mixdl_spec.md sec. 4): the lambda
-    defaults assume the mean over all B*B elements. Both inputs are [B, B]; returns a 0-d float32.
+    The paper's Eq. (5) and (9) write KL(q || p) and KL(r || p); the authors' code, and so the
+    published lambda_G = 1000 and lambda_D = 1 (Eq. 10-11), use KL(p || q) averaged over all B*B
+    elements, which is what this computes. Both inputs are [B, B]; returns a 0-d float32.
     The coefficients are treated as constants.
     """
     batch = coefficients.shape[0]
