@@ -11,6 +11,8 @@ import click
 import torch
 
 import dnnlib
+import stylegan2_ada_mixdl
+from training import plugins as training_plugins
 from training import training_loop as training_loop_module
 
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -72,12 +74,9 @@ DEMO_SETTINGS = {
     'cuda': dict(cfg='fewshot', kimg=10, tick=1, snap=5),
 }
 
-# Loss plug-ins that add options to this command: dotted names of training.loss.Loss subclasses.
-# Each contributes `cli_options()` and `configure_from_cli()` (docs/PLUGINS.md); add one line here.
-LOSS_PLUGINS = [
-    'stylegan2_ada_mixdl.loss.MixDLLoss',
-    'stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss',
-]
+# Loss plug-ins that add options to this command: the list of dotted class names kept in the
+# package of few-shot methods (docs/PLUGINS.md). Each declares its options as data (`options`).
+LOSS_PLUGINS = stylegan2_ada_mixdl.LOSS_PLUGINS
 
 #----------------------------------------------------------------------------
 
@@ -91,7 +90,7 @@ def _metric_list(ctx, param, value):
 
 
 def _loss_plugin_classes():
-    return [dnnlib.util.get_obj_by_name(name) for name in LOSS_PLUGINS]
+    return training_plugins.load_plugins(LOSS_PLUGINS)
 
 
 def _fail(message):
@@ -474,7 +473,10 @@ def build_training_config(opts, given=lambda name: False):
     _precision_section(opts, cfg, launch.device_type)
 
     for plugin in _loss_plugin_classes():
-        desc += plugin.configure_from_cli(opts, cfg.loss_kwargs) or ''
+        try:
+            desc += plugin.options.configure(opts, cfg.loss_kwargs)
+        except training_plugins.PluginConfigError as err:
+            _fail(str(err))
 
     cfg.device = launch.device_type
     return desc, cfg, launch
@@ -727,10 +729,30 @@ def main(ctx, outdir, dry_run, **opts):
         raise click.ClickException(str(err)) from None
 
 
+def _plugin_click_type(option):
+    """The click parameter type that enforces a training.plugins.PluginOption's rule at parse time."""
+    if option.choices is not None:
+        return click.Choice(option.choices)
+    if option.minimum is not None:
+        bounded = click.IntRange if option.type is int else click.FloatRange
+        return bounded(min=option.minimum, min_open=option.minimum_open)
+    return option.type
+
+
+def _plugin_click_options(options):
+    """click options for one plug-in's PluginOptions table: its BOOL switch, then its settings."""
+    params = [click.Option([options.switch_flag], help=options.switch_help, type=bool, default=False,
+                           show_default=True, metavar='BOOL')]
+    for option in options.settings:
+        params.append(click.Option([option.flag], help=option.help, type=_plugin_click_type(option),
+                                   default=option.default, show_default=True,
+                                   **(dict(metavar='BOOL') if option.type is bool else {})))
+    return params
+
+
 def _register_plugin_options():
     for plugin in _loss_plugin_classes():
-        for option in plugin.cli_options():
-            main.params.append(option)
+        main.params.extend(_plugin_click_options(plugin.options))
 
 
 _register_plugin_options()
