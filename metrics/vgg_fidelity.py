@@ -34,8 +34,8 @@ def pooled_tap_features(taps):
       spatial LPIPS embedding has ~125k numbers per 32 px image and ~8M at 256 px, too many for KID's kernel.
     - Each layer contributes a vector of length at most 1, so the edge-level layers count as much as the
       object-level ones. Blur changes the channel mix of the early layers at every position, so blurred samples
-      move far in this space: on a 10-shot face set at 32 px, a Gaussian blur of sigma 1 px takes precision from
-      1.0 to 0.2 here, while with the spatial LPIPS embedding every blurred image still counts as inside (1.0).
+      move far in this space: on a 10-shot face set at 32 px, a Gaussian blur of radius 1 px takes precision
+      from 1.0 to 0.25 here, while with the spatial LPIPS embedding every blurred image still counts as inside (1.0).
     - With the sqrt(D / L) factor, a.b / D (the argument of KID's cubic kernel (a.b / D + 1)^3) is the mean over
       layers of the inner product of two pooled unit-vector averages: it lies in [0, 1] for ReLU features, the
       range KID's kernel was designed for. Precision and recall do not depend on the factor.
