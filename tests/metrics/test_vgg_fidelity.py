@@ -20,7 +20,7 @@ from metrics import metric_main, metric_utils, vgg_fidelity
 from metrics.kernel_inception_distance import kernel_distance
 from tests._shared import DEMO_ZIP, single_torch_thread, train_dry_run  # noqa: F401 (autouse fixture)
 
-from .standins import MemorizingGenerator
+from .standins import MemorizingGenerator, StandInVGG16
 
 CPU = torch.device('cpu')
 
@@ -118,6 +118,14 @@ def test_real_side_is_every_image_then_every_mirror_image():
     real = vgg_fidelity.real_features(opts_for(None), pixels, batch_size=5)
     want = torch.as_tensor(with_flips(demo_images())).flatten(1).to(torch.float32)
     assert torch.equal(real, want)
+
+
+def test_grayscale_images_are_measured_as_gray_rgb():
+    torch.manual_seed(0)
+    net = StandInVGG16().eval()
+    gray = torch.as_tensor(demo_images()[:4, :1])
+    with torch.no_grad():
+        assert torch.equal(vgg_fidelity.tap_features(net, gray), vgg_fidelity.tap_features(net, gray.repeat(1, 3, 1, 1)))
 
 
 def test_too_few_images_and_too_small_images_fail_clearly(metric_env):
