@@ -26,7 +26,7 @@ def main():
     device = prepare_process(args)
 
     base_kwargs = dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1.0)
-    mixdl_kwargs = dict(base_kwargs, class_name='stylegan2_ada_mixdl.loss.MixDLLoss', mixdl_interval=args.interval)
+    mixdl_kwargs = dict(base_kwargs, class_name='stylegan2_ada_mixdl.mixdl.MixDLLoss', mixdl_interval=args.interval)
     sec_per_kimg = time_losses({'mixdl=0': base_kwargs, 'mixdl=1': mixdl_kwargs}, args, device)
     ratio = sec_per_kimg['mixdl=1'] / sec_per_kimg['mixdl=0']
     for name, value in sec_per_kimg.items():

@@ -1,4 +1,8 @@
-"""The StyleGAN2-ADA training loop: lazy-regularised phases, G EMA, ADA, snapshots, exact resume and per-tick reporting."""
+"""The StyleGAN2-ADA training loop: lazy-regularised phases, G EMA, ADA, snapshots, exact resume and per-tick reporting.
+
+training_loop() is a list of calls to the step functions defined here (set-up, resume, phases, one
+minibatch, tick report, snapshot and state); tests and bench/ call the same steps one by one.
+"""
 
 import contextlib
 import copy
@@ -290,7 +294,7 @@ class Progress:
 
 @dataclasses.dataclass
 class Phase:
-    """One phase of the loss's plan, bound to the optimiser that steps after it and the modules it trains."""
+    """One phase of the schedule (Gmain, Greg, ...), bound to the optimiser that steps after it and the modules it trains."""
     name: str
     interval: int       # minibatches between runs; also the gain of its loss
     opt: torch.optim.Optimizer
@@ -423,13 +427,10 @@ def print_network_summaries(nets, batch_gpu, device):
 
 
 def build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device):
-    """The G and D optimisers and the loss's phase plan bound to them; returns ({'G': opt, 'D': opt}, [Phase])."""
+    """The G and D optimisers and the lazy-regularisation phases bound to them; returns ({'G': opt, 'D': opt}, [Phase])."""
     plan = lazy_regularisation_phases(G_reg_interval, D_reg_interval)
     if loss.extra_modules_train_with not in ('G', 'D'):
         raise TrainingError(f'extra_modules_train_with must be "G" or "D", not {loss.extra_modules_train_with!r}')
-    for spec in plan:
-        if spec.network not in ('G', 'D'):
-            raise TrainingError(f'Phase {spec.name} names network {spec.network!r}; use "G" or "D"')
     trained = dict(G=[nets.G], D=[nets.D])
     trained[loss.extra_modules_train_with].extend(extras.values())
     optimizers = {}
@@ -437,7 +438,7 @@ def build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval,
         opt_kwargs = dnnlib.EasyDict(copy.deepcopy(opt_kwargs))
         if 'betas' in opt_kwargs:
             opt_kwargs.betas = [float(beta) for beta in opt_kwargs.betas]  # torch.optim wants both floats
-        if reg_interval is not None and any(spec.network == network and spec.interval > 1 for spec in plan):
+        if reg_interval is not None and reg_interval > 1:
             # Lazy regularisation (StyleGAN2 paper, section 3.1): the regulariser runs every R-th
             # minibatch with gain R, so lr and the betas are rescaled by R / (R + 1) to keep the schedule.
             ratio = reg_interval / (reg_interval + 1)
