@@ -530,3 +530,12 @@ def test_image_grid_and_stats_writer(tmp_path, image_dir):
     writer.close()
     (record,) = read_jsonl(tmp_path / 'stats.jsonl')
     assert record['Test/value']['mean'] == 3.0 and record['timestamp'] > 0
+
+
+def test_network_summaries_print_both_tables_and_leave_G_untouched(image_dir, capsys):
+    run = tiny_setup(image_dir)
+    w_avg = run.nets.G.mapping.w_avg.clone()
+    tl.print_network_summaries(run.nets, batch_gpu=4, device='cpu')
+    printed = capsys.readouterr().out
+    assert 'Generator' in printed and 'Discriminator' in printed and 'mapping' in printed and 'b16' in printed
+    assert torch.equal(run.nets.G.mapping.w_avg, w_avg) and run.nets.G.training  # eval pass, then train mode again
