@@ -14,6 +14,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageColor
 
+from dnnlib import cli
+
+MAX_SIDE = 8192 # Largest output width or height; bigger images exhaust memory long before training could use them.
+
 #----------------------------------------------------------------------------
 
 class _Skip(Exception):
@@ -23,14 +27,24 @@ def _known_image_extensions():
     PIL.Image.init()
     return set(PIL.Image.EXTENSION)
 
+_LABEL_LAYOUT = '{"labels": [["relative/path.png", 6], ...]}'
+
 def _parse_label_json(text, where):
     try:
         entries = json.loads(text)['labels']
     except (ValueError, KeyError, TypeError) as err:
-        raise click.ClickException(f'{where} is not valid ({err!r}); it must look like {{"labels": [["relative/path.png", 6], ...]}}')
+        raise click.ClickException(f'{where} is not valid ({err!r}); it must look like {_LABEL_LAYOUT}')
     if entries is None:
         return None
-    return {str(name).replace('\\', '/'): value for name, value in entries}
+    if not isinstance(entries, list):
+        raise click.ClickException(f'{where}: "labels" must be a list or null, not {type(entries).__name__}; it must look like {_LABEL_LAYOUT}')
+    labels = {}
+    for position, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise click.ClickException(f'{where}: labels entry {position} is {json.dumps(entry)}, not a [file name, label] pair; '
+                                       f'it must look like {_LABEL_LAYOUT}')
+        labels[entry[0].replace('\\', '/')] = entry[1]
+    return labels
 
 def _decode(data, name):
     """Fully decode image bytes (so truncated files are caught here, not during training)."""
@@ -183,7 +197,13 @@ def _is_power_of_two(n):
 # Destinations.
 
 class _ZipDest:
-    def __init__(self, path):
+    """Builds the zip as <dest>.partial and renames it to <dest> only once it is complete."""
+
+    def __init__(self, path, overwrite):
+        if os.path.isdir(path):
+            raise click.ClickException(f'--dest={path} is a folder; give a .zip file name, or a folder without the .zip suffix')
+        if os.path.exists(path) and not overwrite:
+            raise click.ClickException(f'--dest={path} already exists; add --overwrite to replace it, or choose another name')
         self.path = path
         self.partial = path + '.partial'
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -194,14 +214,22 @@ class _ZipDest:
         entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
         entry.compress_type = zipfile.ZIP_STORED
         entry.external_attr = 0o644 << 16
-        self.archive.writestr(entry, data)
+        with cli.about_path(self.path):
+            self.archive.writestr(entry, data)
 
     def finish(self, ok):
-        self.archive.close()
-        if ok:
-            os.replace(self.partial, self.path) # The destination appears only once it is complete.
-        else:
-            os.remove(self.partial)
+        try:
+            with cli.about_path(self.path):
+                self.archive.close() # Writes the central directory, which can fail on a full disk too.
+            if ok:
+                os.replace(self.partial, self.path) # The destination appears only once it is complete.
+        except OSError:
+            if ok:
+                raise
+            # Already failing: keep the first error, which says what went wrong.
+        finally:
+            if os.path.exists(self.partial):
+                os.remove(self.partial)
 
 class _FolderDest:
     def __init__(self, path):
@@ -247,15 +275,19 @@ def _parse_colour(ctx, param, value):
 @click.option('--source', help='Folder, zip, cifar-10-python.tar.gz, train-images-idx3-ubyte.gz or *_lmdb folder', required=True, metavar='PATH')
 @click.option('--dest', help='Output .zip (uncompressed) or empty folder', required=True, metavar='PATH')
 @click.option('--max-images', help='Stop after this many output images', type=click.IntRange(min=1), metavar='INT')
-@click.option('--resize-filter', help='Resampling filter (box reproduces the paper FFHQ-256 FIDs)', type=click.Choice(['box', 'lanczos']), default='lanczos', show_default=True)
-@click.option('--transform', help='Crop before resizing', type=click.Choice(['center-crop', 'center-crop-wide']))
+@click.option('--resize-filter', type=click.Choice(['box', 'lanczos']), default='lanczos', show_default=True,
+              help='How images are resampled; box matches the FFHQ-256 numbers in the StyleGAN2-ADA paper')
+@click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide']),
+              help='Crop applied before resizing to the output size')
 @click.option('--width', help='Output width', type=click.IntRange(min=1), metavar='INT')
 @click.option('--height', help='Output height', type=click.IntRange(min=1), metavar='INT')
 @click.option('--resolution', help='Output size as WxH (same as --width and --height)', callback=_parse_resolution, metavar='WxH')
 @click.option('--background', help='Colour that transparent pixels are composited onto', callback=_parse_colour, default='white', show_default=True, metavar='COLOUR')
 @click.option('--color', 'color_mode', help='Output channels: follow the first image, or force RGB / grayscale', type=click.Choice(['auto', 'rgb', 'grayscale']), default='auto', show_default=True)
 @click.option('--compress-level', help='PNG compression level of the output images (0 = fastest to read)', type=click.IntRange(0, 9), default=0, show_default=True)
-def main(source, dest, max_images, resize_filter, transform, width, height, resolution, background, color_mode, compress_level):
+@click.option('--overwrite', is_flag=True, help='Replace an existing --dest zip')
+@cli.one_line_errors
+def main(source, dest, max_images, resize_filter, transform, width, height, resolution, background, color_mode, compress_level, overwrite):
     """Convert an image collection into a dataset for train.py.
 
     Every output image has the same square power-of-two size and the same channel count; images
@@ -274,6 +306,9 @@ def main(source, dest, max_images, resize_filter, transform, width, height, reso
         width, height = resolution
     if (width is None) != (height is None):
         width = height = width or height # One side given: square output.
+    if width is not None and max(width, height) > MAX_SIDE:
+        raise click.ClickException(f'output size {width}x{height} is above the limit of {MAX_SIDE} pixels per side; '
+                                   'choose a smaller --resolution (StyleGAN2 trains at 1024x1024 or less)')
     if transform is not None and width is None:
         raise click.ClickException(f'--transform={transform} needs an output size: add --resolution=WxH (or --width and --height)')
     resample = {'box': PIL.Image.BOX, 'lanczos': PIL.Image.LANCZOS}[resize_filter]
@@ -281,7 +316,7 @@ def main(source, dest, max_images, resize_filter, transform, width, height, reso
     names, read, source_labels = _open_source(source)
     if not names:
         raise click.ClickException(f'No image files found in {source}; supported extensions include .png and .jpg')
-    writer = _ZipDest(dest) if dest.lower().endswith('.zip') else _FolderDest(dest)
+    writer = _ZipDest(dest, overwrite) if dest.lower().endswith('.zip') else _FolderDest(dest)
 
     skipped = []
     written_labels = []
