@@ -342,3 +342,12 @@ def pr_vgg1k(opts):
 def kid_vgg1k(opts):
     _full_dataset(opts)
     return dict(kid_vgg1k=vgg_fidelity.compute_kid(opts, num_gen=1000))
+
+
+@register_metric
+@_needs('lpips')
+def fidelity_vgg1k(opts):
+    # pr_vgg1k and kid_vgg1k in one pass over the same 1000 samples.
+    _full_dataset(opts)
+    precision, recall, kid = vgg_fidelity.compute_fidelity(opts, num_gen=1000, k=3)
+    return dict(fidelity_vgg1k_precision=precision, fidelity_vgg1k_recall=recall, fidelity_vgg1k_kid=kid)

