@@ -4,6 +4,7 @@ import importlib.util
 import math
 import os
 import re
+import zipfile
 from typing import List
 
 import click
@@ -13,10 +14,13 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from torch_utils import devices
 
 _SYNTHESIS_BATCH = 8        # images per synthesis call; bounds memory for long interpolations
 _DEFAULT_VIDEO_STEPS = 24   # frames per seed pair in --video when --interp is not given
+MAX_SEEDS = 10000           # seeds per call: every image of a call is held in memory at once
+TRUNC_RANGE = (-2.0, 2.0)   # --trunc beyond this moves w far outside anything the network was trained on
 
 #----------------------------------------------------------------------------
 
@@ -40,6 +44,9 @@ class SeedList(click.ParamType):
                 self.fail(f'range {item.strip()!r} runs backwards; write it as {last}-{first}', param, ctx)
             if last >= 2 ** 32:
                 self.fail(f'seed {last} is too large; numpy seeds must be below 2**32', param, ctx)
+            if len(seeds) + (last - first + 1) > MAX_SEEDS:
+                self.fail(f'{value!r} names more than {MAX_SEEDS} seeds, the limit per call; '
+                          'split the range over several calls', param, ctx)
             seeds.extend(range(first, last + 1))
         return seeds
 
@@ -58,6 +65,25 @@ def _pick_device(choice):
         raise click.BadParameter(str(error), param_hint='--device') from None
 
 
+def _check_trunc(ctx, param, value):
+    low, high = TRUNC_RANGE
+    if not math.isfinite(value) or not low <= value <= high:
+        raise click.BadParameter(f'{value} is not a number from {low:g} to {high:g} (1 = no truncation, '
+                                 '0 = the average image)', ctx, param)
+    return value
+
+
+def _check_outdir(outdir):
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.ClickException(f'--outdir={outdir} is an existing file, not a folder; choose a folder name')
+
+
+def _nonfinite_tensors(module):
+    """Names of parameters and buffers holding NaN or inf."""
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    return [name for name, tensor in named if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
 def _load_generator(network_pkl, device):
     if not dnnlib.util.is_url(network_pkl, allow_file_urls=True) and not os.path.isfile(network_pkl):
         raise click.BadParameter(f'no such file: {network_pkl}', param_hint='--network')
@@ -66,7 +92,11 @@ def _load_generator(network_pkl, device):
         with dnnlib.util.open_url(network_pkl) as handle:
             G = legacy.load_network_pkl(handle)['G_ema']
     except (ValueError, OSError) as error:
-        raise click.ClickException(f'could not load {network_pkl}: {error}') from error
+        raise click.ClickException(f'could not load {network_pkl}: {error}') from None
+    broken = _nonfinite_tensors(G)
+    if broken:
+        raise click.ClickException(f'{network_pkl}: G_ema holds NaN or inf in {len(broken)} tensor(s), e.g. {broken[0]}; '
+                                   'the snapshot comes from a diverged run or is damaged: use an earlier snapshot')
     return G.eval().requires_grad_(False).to(device)
 
 
@@ -90,6 +120,9 @@ def _synthesize(G, ws, synthesis_kwargs):
     chunks = []
     for chunk in ws.split(_SYNTHESIS_BATCH):
         img = G.synthesis(chunk, **synthesis_kwargs)
+        if not torch.isfinite(img).all():
+            raise click.ClickException('the generator produced NaN or inf pixels; the network is damaged, or --trunc '
+                                       'or the projected w are far outside its range')
         chunks.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu())
     return torch.cat(chunks).numpy()
 
@@ -98,6 +131,13 @@ def _to_pil(pixels):
     if pixels.shape[-1] == 1:
         return PIL.Image.fromarray(pixels[..., 0], 'L')
     return PIL.Image.fromarray(pixels, {3: 'RGB', 4: 'RGBA'}[pixels.shape[-1]])
+
+
+def _write_png(pixels, path):
+    """Save uint8 [H, W, C] as a PNG; the file appears only once complete."""
+    picture = _to_pil(pixels)
+    with cli.about_path(path):
+        dnnlib.util.write_atomically(path, lambda handle: picture.save(handle, format='PNG'))
 
 
 def _tile(images, columns):
@@ -137,7 +177,9 @@ def _check_video_name(video):
 def _write_video(frames, path, fps):
     if path.lower().endswith('.gif'):
         pictures = [_to_pil(frame) for frame in frames]
-        pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=max(1, round(1000 / fps)), loop=0)
+        with cli.about_path(path):
+            dnnlib.util.write_atomically(path, lambda handle: pictures[0].save(
+                handle, format='GIF', save_all=True, append_images=pictures[1:], duration=max(1, round(1000 / fps)), loop=0))
         return
     import imageio  # optional dependency, checked by _check_video_name
     with imageio.get_writer(path, mode='I', fps=fps, codec='libx264') as writer:
@@ -150,7 +192,8 @@ def _write_video(frames, path, fps):
 @click.command()
 @click.option('--network', 'network_pkl', help='Network pickle (path or URL)', required=True, metavar='PATH')
 @click.option('--seeds', type=SeedList(), help="Random seeds, e.g. '0-7,12'")
-@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
+@click.option('--trunc', 'truncation_psi', type=float, default=1, show_default=True, callback=_check_trunc,
+              help=f'Truncation psi, from {TRUNC_RANGE[0]:g} to {TRUNC_RANGE[1]:g}: 1 = none, 0 = the average image')
 @click.option('--class', 'class_idx', type=int, help='Class label (conditional networks only)')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True,
               help='Noise mode')
@@ -165,6 +208,7 @@ def _write_video(frames, path, fps):
 @click.option('--fps', type=click.IntRange(min=1), default=24, show_default=True, help='Frames per second for --video')
 @click.option('--device', 'device_choice', type=click.Choice(devices.DEVICE_CHOICES), default='auto',
               show_default=True, help='Where to run the generator')
+@cli.one_line_errors
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, grid, interp,
                     video, fps, device_choice):
     """Generate images using a pretrained network pickle.
@@ -186,6 +230,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         raise click.BadParameter('--interp and --video need at least two seeds', param_hint='--seeds')
     if video:
         _check_video_name(video)
+    _check_outdir(outdir)
     G = _load_generator(network_pkl, device)
     os.makedirs(outdir, exist_ok=True)
     # force_fp32 off CUDA lets networks whose embedded code lacks our automatic fp32 fallback run too.
@@ -194,12 +239,18 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     if projected_w is not None:
         if seeds:
             print('warning: --seeds is ignored when using --projected-w')
-        ws = torch.tensor(np.load(projected_w)['w'], device=device, dtype=torch.float32)
+        try:
+            with open(projected_w, 'rb') as stream:
+                stored_w = np.load(stream)['w']
+        except (ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as error:
+            raise click.ClickException(f'--projected-w={projected_w} is not a projector .npz with a "w" array '
+                                       f'({type(error).__name__}: {error})') from None
+        ws = torch.tensor(stored_w, device=device, dtype=torch.float32)
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
             raise click.BadParameter(f'w has shape {tuple(ws.shape)}, expected [N, {G.num_ws}, {G.w_dim}] '
                                      'for this network', param_hint='--projected-w')
         for index, pixels in enumerate(_synthesize(G, ws, synthesis_kwargs)):
-            _to_pil(pixels).save(os.path.join(outdir, f'proj{index:02d}.png'))
+            _write_png(pixels, os.path.join(outdir, f'proj{index:02d}.png'))
         return
 
     z = torch.from_numpy(np.concatenate([np.random.RandomState(seed).randn(1, G.z_dim) for seed in seeds]))
@@ -210,17 +261,17 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     images = _synthesize(G, ws, synthesis_kwargs)
     for seed, pixels in zip(seeds, images):
         print(f'Generating image for seed {seed} ...')
-        _to_pil(pixels).save(os.path.join(outdir, f'seed{seed:04d}.png'))
+        _write_png(pixels, os.path.join(outdir, f'seed{seed:04d}.png'))
     if grid:
-        _to_pil(_tile(images, columns=math.ceil(math.sqrt(len(seeds))))).save(os.path.join(outdir, 'grid.png'))
+        _write_png(_tile(images, columns=math.ceil(math.sqrt(len(seeds)))), os.path.join(outdir, 'grid.png'))
 
     if interp:
         path = _lerp_path(ws, interp, closed=False)                          # [pairs, N, num_ws, w_dim]
         frames = _synthesize(G, path.flatten(0, 1), synthesis_kwargs)
         strips = frames.reshape(len(seeds) - 1, interp, *frames.shape[1:])
         for (start, end), strip in zip(zip(seeds[:-1], seeds[1:]), strips):
-            _to_pil(_tile(strip, columns=interp)).save(os.path.join(outdir, f'interp{start:04d}-{end:04d}.png'))
-        _to_pil(_tile(frames, columns=interp)).save(os.path.join(outdir, 'interp.png'))
+            _write_png(_tile(strip, columns=interp), os.path.join(outdir, f'interp{start:04d}-{end:04d}.png'))
+        _write_png(_tile(frames, columns=interp), os.path.join(outdir, 'interp.png'))
 
     if video:
         steps = interp or _DEFAULT_VIDEO_STEPS

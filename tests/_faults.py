@@ -12,15 +12,19 @@ def invoke(command, args):
 
 
 def error_line(result):
-    """Assert the command failed with exactly one 'Error: ...' line on stderr and no traceback anywhere;
-    return that line. Progress lines on stdout (such as 'Loading ...') are allowed."""
+    """Assert the command failed with exactly one 'Error: ...' line and no traceback; return that line.
+
+    Progress lines on stdout (such as 'Loading ...') are allowed, and so is click's usage preamble
+    ('Usage: ...', "Try '... --help' for help.") before the error line of an option error.
+    """
     assert result.exit_code != 0, f'expected a failure, got exit 0:\n{result.output}'
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         f'uncaught {type(result.exception).__name__}: {result.exception}\n{result.output}'
     assert 'Traceback' not in result.output, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('Error: '), f'expected one error line on stderr:\n{result.stderr}'
-    return lines[0]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith('Error: '), f'expected an error line on stderr:\n{result.stderr}'
+    assert all(line.startswith(('Usage: ', 'Try ')) for line in lines[:-1]), f'more than one error line:\n{result.stderr}'
+    return lines[-1]
 
 
 def disk_full(*_args, **_kwargs):
