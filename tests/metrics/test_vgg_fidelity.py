@@ -342,3 +342,50 @@ def test_training_loop_evaluates_them_at_snapshots(metric_env):
         assert list(record['results']) == keys and record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
         assert all(math.isfinite(value) for value in record['results'].values())
         assert record['details']['num_real_with_xflips'] == 16 and record['details']['num_gen'] == 1000
+
+
+
+class PickingGenerator(torch.nn.Module):
+    """Returns candidate image argmax(z): the sample depends on the latent alone, whichever process draws it."""
+
+    def __init__(self, candidates):
+        super().__init__()
+        self.z_dim, self.c_dim = len(candidates), 0
+        self.register_buffer('candidates', (torch.as_tensor(candidates, dtype=torch.float32) - 127.5) / 127.5)
+
+    def forward(self, z, c, **unused):
+        return self.candidates[z.argmax(dim=1)]
+
+
+def _picking_generator():
+    return PickingGenerator(np.concatenate([with_flips(demo_images()), with_flips(demo_images(blur=1.0))]))
+
+
+def _two_process_worker(rank, init_file, detector_dir, results):
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+    try:
+        os.environ[metric_utils.DETECTOR_DIR_ENV] = detector_dir
+        os.environ[metric_utils.OFFLINE_ENV] = '1'
+        torch.set_num_threads(1)
+        results[rank] = vgg_fidelity.compute_fidelity(opts_for(_picking_generator(), num_gpus=2, rank=rank), num_gen=24)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_measure_the_samples_of_both(metric_env, standin_dir):
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(_two_process_worker, args=(str(metric_env / 'init'), standin_dir, results), nprocs=2)
+        got = dict(results)
+    # The same numbers on one process from the 12 + 12 samples that the two processes' latent streams give.
+    G = _picking_generator()
+    extract, _ = vgg_fidelity.resolve_feature_extractor(opts_for(G))
+    real = vgg_fidelity.real_features(opts_for(G), extract)
+    with torch.no_grad():
+        samples = torch.cat([metric_utils.GeneratorSampler(opts_for(G, num_gpus=2, rank=rank), vgg_fidelity.GENERATOR_STREAM)
+                             .images(12) for rank in range(2)])
+        gen = extract(metric_utils.quantize_images(samples))
+    want = (*vgg_fidelity.fidelity_precision_recall(real, gen), vgg_fidelity.unbiased_mmd2(real, gen))
+    assert 0 < want[0] < 1
+    assert got[0] == pytest.approx(want, abs=1e-6)
+    assert all(math.isnan(value) for value in got[1])
