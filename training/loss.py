@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
+from torch_utils.nonfinite import NonFiniteWatch
 from torch_utils.ops import conv2d_gradfix
 
 #----------------------------------------------------------------------------
@@ -67,8 +68,12 @@ class Loss:
     Call order per minibatch (phases from `lazy_regularisation_phases`):
         begin_minibatch(batch_idx)
         for each phase due: accumulate_gradients(phase, ...) once per batch_gpu chunk
-        first_nonfinite_phase()  (once; stops the run when a reported loss was NaN/inf)
+        end_minibatch()
+    and once per tick first_nonfinite(), which stops the run when a watched loss was NaN/inf.
+    Nothing in a minibatch may read a device value on the host (see torch_utils.sync_free).
     """
+
+    batch_idx = 0  # index of the current minibatch, set by begin_minibatch
 
     # The plug-in's settings as data (a training.plugins.PluginOptions); train.py turns the table
     # into command-line options for the plug-ins listed in stylegan2_ada_mixdl.LOSS_PLUGINS.
@@ -121,27 +126,30 @@ class Loss:
     # --- Non-finite guard -------------------------------------------------------------------
 
     def watch_finite(self, phase, *terms):
-        """Remember whether these loss tensors are finite; checked by the loop once per minibatch.
+        """Remember on the device whether these loss tensors are finite; the loop reads the record once per tick."""
+        self._nonfinite_watch().watch(phase, terms)
 
-        Kept on the device so the check costs a single host sync per minibatch.
+    def end_minibatch(self):
+        """Told that the phases of minibatch `batch_idx` are done (folds its NaN/inf flags, on the device)."""
+        self._nonfinite_watch().end_minibatch(self.batch_idx)
+
+    def first_nonfinite(self, reduce_min=None):
+        """(phase, batch_idx) of the first watched NaN/inf since the last call, else None; reads the device once.
+
+        reduce_min: in-place minimum over processes of a 0-d int64 tensor (every rank calls it), or None.
         """
-        flags = getattr(self, '_finite_flags', None)
-        if flags is None:
-            flags = self._finite_flags = []
-        ok = torch.stack([torch.isfinite(t.detach()).all() for t in terms]).all()
-        flags.append((phase, ok))
+        return self._nonfinite_watch().first(self.batch_idx, reduce_min)
 
     def first_nonfinite_phase(self):
         """Name of the first phase whose watched terms were NaN/inf since the last call, else None."""
-        flags = getattr(self, '_finite_flags', None) or []
-        self._finite_flags = []
-        if not flags:
-            return None
-        all_ok = torch.stack([ok for _, ok in flags]).cpu()
-        for (phase, _), ok in zip(flags, all_ok.tolist()):
-            if not ok:
-                return phase
-        return None
+        found = self.first_nonfinite()
+        return None if found is None else found[0]
+
+    def _nonfinite_watch(self):
+        watch = self.__dict__.get('_nonfinite')
+        if watch is None:
+            watch = self._nonfinite = NonFiniteWatch()
+        return watch
 
 #----------------------------------------------------------------------------
 

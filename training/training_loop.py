@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 import glob
+import hashlib
 import itertools
 import json
 import os
@@ -21,8 +22,10 @@ import psutil
 import torch
 
 import dnnlib
+from dnnlib.cli import about_path
 from torch_utils import misc
 from torch_utils import training_stats
+from torch_utils.sync_free import to_device_async
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
 from training.image_grid import write_image_grid
@@ -46,12 +49,35 @@ class TrainingDiverged(TrainingError):
 #----------------------------------------------------------------------------
 # Image grids.
 
-def pick_grid_reals(training_set, random_seed=0):
-    """Pick the reals shown in reals.png; returns ((gw, gh), uint8 images [gw*gh, C, H, W], labels [gw*gh, c_dim])."""
+GRID_SEEDS_FILE = 'grid-seeds.json'
+CPU_GRID_MAX = (8, 4)  # largest default grid off CUDA: 32 fakes, so a CPU tick is not spent drawing pictures
+
+
+def default_grid_size(resolution, image_count, device_type):
+    """Default (gw, gh) of the reals/fakes grids.
+
+    CUDA: upstream's 8K-wide screen (clip(7680 // res, 7, 32) x clip(4320 // res, 4, 32)), with rows
+    dropped until the grid holds at most four cells per training image (at least 4 rows), so a
+    few-shot set does not get 1024 fakes per snapshot. Other devices: the same, at most 8 x 4.
+    """
+    gw = int(np.clip(7680 // resolution, 7, 32))
+    gh = int(np.clip(4320 // resolution, 4, 32))
+    gh = min(gh, max(4, -(-4 * image_count // gw)))
+    if device_type != 'cuda':
+        gw, gh = min(gw, CPU_GRID_MAX[0]), min(gh, CPU_GRID_MAX[1])
+    return gw, gh
+
+
+def pick_grid_reals(training_set, random_seed=0, grid_size=None):
+    """Pick the reals shown in reals.png; returns ((gw, gh), uint8 images [gw*gh, C, H, W], labels [gw*gh, c_dim]).
+
+    grid_size: (gw, gh); None = upstream's size for the resolution (see default_grid_size).
+    """
     rnd = np.random.RandomState(random_seed)
     _, height, width = training_set.image_shape
-    gw = int(np.clip(7680 // width, 7, 32))
-    gh = int(np.clip(4320 // height, 4, 32))
+    if grid_size is None:
+        grid_size = (int(np.clip(7680 // width, 7, 32)), int(np.clip(4320 // height, 4, 32)))
+    gw, gh = grid_size
     count = len(training_set)
 
     if not training_set.has_labels:
@@ -78,12 +104,33 @@ def render_grid_fakes(G, grid_latents, grid_labels_dev):
 #----------------------------------------------------------------------------
 # Files.
 
-def snapshot_name(cur_nimg):
-    return f'network-snapshot-{cur_nimg // 1000:06d}.pkl'
+def kimg_label(cur_nimg, sub_kimg=False):
+    """The kimg part of snapshot, state and grid names: upstream's '000012' for whole-kimg ticks, or the exact
+    image count as '000012.345' when ticks are shorter than 1 kimg (two ticks could share a whole kimg)."""
+    label = f'{cur_nimg // 1000:06d}'
+    return f'{label}.{cur_nimg % 1000:03d}' if sub_kimg else label
 
 
-def training_state_name(cur_nimg):
-    return f'training-state-{cur_nimg // 1000:06d}.pt'
+def snapshot_name(cur_nimg, sub_kimg=False):
+    return f'network-snapshot-{kimg_label(cur_nimg, sub_kimg)}.pkl'
+
+
+def training_state_name(cur_nimg, sub_kimg=False):
+    return f'training-state-{kimg_label(cur_nimg, sub_kimg)}.pt'
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def leftover_temporaries(folder):
+    """Temporary files (.<name>.<random>.tmp) that a killed write left in `folder`; resume ignores them."""
+    return sorted(glob.glob(os.path.join(glob.escape(folder), '.*.tmp')))
 
 
 def _run_id(dirname):
@@ -99,10 +146,11 @@ def find_latest_training_state(outdir):
     candidates = []
     for path in glob.glob(os.path.join(glob.escape(outdir), '*', 'training-state-*.pt')):
         run_id = _run_id(os.path.basename(os.path.dirname(path)))
-        kimg = re.search(r'training-state-(\d+)\.pt$', path)
-        snapshot = os.path.join(os.path.dirname(path), f'network-snapshot-{kimg.group(1)}.pkl') if kimg else None
-        if run_id is not None and kimg and os.path.isfile(snapshot):
-            candidates.append((run_id, int(kimg.group(1)), path))
+        label = re.search(r'training-state-((\d+)(?:\.(\d{3}))?)\.pt$', path)
+        if run_id is None or label is None:
+            continue
+        if os.path.isfile(os.path.join(os.path.dirname(path), f'network-snapshot-{label.group(1)}.pkl')):
+            candidates.append((run_id, int(label.group(2)) * 1000 + int(label.group(3) or 0), path))
     return max(candidates)[2] if candidates else None
 
 
@@ -117,6 +165,10 @@ def load_training_state(path):
     snapshot = os.path.join(os.path.dirname(path), state['snapshot_pkl'])
     if not os.path.isfile(snapshot):
         raise TrainingError(f'{path} needs its network snapshot {snapshot}, which is missing')
+    expected = state.get('snapshot_sha256')  # absent in states written before snapshots were hashed
+    if expected is not None and file_sha256(snapshot) != expected:
+        raise TrainingError(f'{path} (kimg {state["cur_nimg"] / 1000:.3f}) does not belong to {snapshot}: that pickle was '
+                            f'replaced after the state was written; resume from another training-state file of the run')
     return state, snapshot
 
 #----------------------------------------------------------------------------
@@ -500,13 +552,45 @@ def data_iterator(training_set, data_loader_kwargs, batch_per_process, rank=0, n
     return iter(loader)
 
 
-def start_image_grid(run_dir, training_set, G_ema, batch_gpu, random_seed, device):
-    """Write reals.png and fakes_init.png; returns the grid (size, latents, labels) that every later fakes grid reuses."""
-    size, reals, labels = pick_grid_reals(training_set, random_seed=random_seed)
+def grid_seeds(random_seed, count):
+    """Seeds of the fakes grid's cells, row by row: random_seed * 10000 + [0, count)."""
+    return [random_seed * 10000 + cell for cell in range(count)]
+
+
+def seed_latents(seeds, z_dim):
+    """z [len(seeds), z_dim] float32, one row per seed, as generate.py makes them: RandomState(seed).randn(z_dim)."""
+    return torch.from_numpy(np.stack([np.random.RandomState(seed).randn(z_dim) for seed in seeds])).to(torch.float32)
+
+
+def write_grid_seeds(path, size, seeds, labels):
+    """Record which seed (and class) each fakes-grid cell shows, with the generate.py command that redraws one."""
+    gw, _ = size
+    one_hot = labels.shape[1] > 0 and bool(np.all((labels == 0) | (labels == 1)) and np.all(labels.sum(axis=1) == 1))
+    cells = []
+    for index, seed in enumerate(seeds):
+        cell = dict(x=index % gw, y=index // gw, seed=seed)
+        if labels.shape[1] > 0:
+            cell['class' if one_hot else 'label'] = int(labels[index].argmax()) if one_hot else labels[index].tolist()
+        cells.append(cell)
+    command = 'python generate.py --network=<network-snapshot.pkl> --seeds=<seed> --trunc=1 --noise-mode=const'
+    record = dict(grid_size=list(size), z='numpy.random.RandomState(seed).randn(z_dim) per cell',
+                  truncation_psi=1, noise_mode='const', regenerate=command + (' --class=<class>' if one_hot else ''),
+                  cells=cells)
+    dnnlib.util.write_atomically(path, lambda f: f.write(json.dumps(record, indent=1) + '\n'), mode='wt')
+
+
+def start_image_grid(run_dir, training_set, G_ema, batch_gpu, random_seed, device, grid_size=None):
+    """Write reals.png, fakes_init.png and grid-seeds.json; returns the grid (size, latents, labels) that every
+    later fakes grid reuses. grid_size: (gw, gh); None = upstream's size for the resolution."""
+    size, reals, labels = pick_grid_reals(training_set, random_seed=random_seed, grid_size=grid_size)
     write_image_grid(reals, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=size)
-    # The latents come from a private generator, so the grid shows the same z in every run and after a resume.
-    latents = torch.randn([len(reals), G_ema.z_dim], generator=torch.Generator().manual_seed(random_seed))
-    labels = torch.from_numpy(labels.astype(np.float32).reshape(len(reals), training_set.label_dim))
+    # Cell latents follow generate.py's seed convention, so `generate.py --seeds=<cell seed>` redraws a cell from
+    # any snapshot, and the grid shows the same z in every run with this --seed and after a resume.
+    labels = labels.astype(np.float32).reshape(len(reals), training_set.label_dim)
+    seeds = grid_seeds(random_seed, len(reals))
+    write_grid_seeds(os.path.join(run_dir, GRID_SEEDS_FILE), size, seeds, labels)
+    latents = seed_latents(seeds, G_ema.z_dim)
+    labels = torch.from_numpy(labels)
     chunk = max(batch_gpu, 8)
     grid = dnnlib.EasyDict(size=size, latents=latents.to(device).split(chunk), labels=labels.to(device).split(chunk))
     write_fakes_grid(grid, G_ema, os.path.join(run_dir, 'fakes_init.png'))
@@ -523,10 +607,11 @@ def prepare_minibatch(images, labels, label_table, num_phases, z_dim, batch_gpu,
     with torch.autograd.profiler.record_function('data_fetch'):
         count = images.shape[0]
         c_dim = label_table.shape[1]
-        real_img = (images.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-        real_c = labels.to(device).to(torch.float32).reshape(count, c_dim).split(batch_gpu)
+        # Host-to-device copies from pinned memory, so the host never waits for the GPU here.
+        real_img = (to_device_async(images, device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+        real_c = to_device_async(labels, device).to(torch.float32).reshape(count, c_dim).split(batch_gpu)
         gen_z = torch.randn([num_phases, count, z_dim], device=device)
-        drawn = torch.from_numpy(np.random.randint(len(label_table), size=num_phases * count)).to(device)
+        drawn = to_device_async(torch.from_numpy(np.random.randint(len(label_table), size=num_phases * count)), device)
         gen_c = label_table[drawn].reshape(num_phases, count, c_dim)
     return Minibatch(real_img=real_img, real_c=real_c, gen_z=[z.split(batch_gpu) for z in gen_z],
                      gen_c=[c.split(batch_gpu) for c in gen_c])
@@ -570,20 +655,26 @@ def update_G_ema(G_ema, G, cur_nimg, batch_size, ema_kimg, ema_rampup):
 def train_minibatch(loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup):
     """One minibatch: the loss's phases, the G EMA update, and the counters moved on."""
     run_phases(loss, phases, minibatch, progress.batch_idx, num_gpus)
+    loss.end_minibatch()
     update_G_ema(nets.G_ema, nets.G, progress.cur_nimg, batch_size, ema_kimg, ema_rampup)
     progress.cur_nimg += batch_size
     progress.batch_idx += 1
 
 
-def stop_if_diverged(loss, phases, kimg, num_gpus, device, last_snapshot):
-    """Raise TrainingDiverged, on every process alike, when any process saw a NaN/inf loss in the minibatch ending at `kimg`."""
-    bad_phase = loss.first_nonfinite_phase()
-    if num_gpus > 1:
-        names = [phase.name for phase in phases]
-        worst = torch.tensor([names.index(bad_phase) + 1 if bad_phase in names else 0], device=device)
-        torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
-        bad_phase = names[int(worst) - 1] if int(worst) > 0 else None
-    if bad_phase is not None:
+def stop_if_diverged(loss, phases, kimg, num_gpus, device, last_snapshot, batch_size=0):
+    """Raise TrainingDiverged, on every process alike, when any process saw a NaN/inf loss since the last call.
+
+    Called once per tick (the check reads the device). kimg: where the loss's current minibatch
+    (loss.batch_idx) started; the message names the kimg of the first bad minibatch, batch_size images per minibatch.
+    """
+    def reduce_min(code):
+        on_device = code.to(device)
+        torch.distributed.all_reduce(on_device, op=torch.distributed.ReduceOp.MIN)
+        code.copy_(on_device)
+    found = loss.first_nonfinite(reduce_min if num_gpus > 1 else None)
+    if found is not None:
+        bad_phase, bad_idx = found
+        kimg -= (loss.batch_idx - bad_idx) * batch_size / 1000
         kept = f'last good snapshot: {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
         raise TrainingDiverged(f'Loss became NaN/inf in phase {bad_phase} at kimg {kimg:.3f}; training stopped ({kept}). '
                                f'Try a lower learning rate, a larger --gamma or --fp32.')
@@ -676,20 +767,27 @@ def snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus):
     return contents
 
 
-def save_snapshot(run_dir, snapshot, progress, optimizers, augment_pipe, ada_stats, loss, rng, num_gpus, batch_size, is_main):
+def save_snapshot(run_dir, snapshot, progress, optimizers, augment_pipe, ada_stats, loss, rng, num_gpus, batch_size, is_main,
+                  sub_kimg=False):
     """Write network-snapshot-<kimg>.pkl and training-state-<kimg>.pt (rank 0 writes; every rank must call this,
-    since the RNG and loss states are gathered from all of them). Returns the pickle's path."""
+    since the RNG and loss states are gathered from all of them). Returns the pickle's path.
+
+    sub_kimg: name the files by exact image count (kimg_label), for ticks shorter than 1 kimg. The state
+    records the pickle's SHA-256, so a resume can tell when the pickle beside it is not the one it was saved with.
+    """
     if ada_stats is not None:
         # Carry the signs gathered since p last moved, so a resume continues the same update.
         progress.ada_window = gather_ada_signs(ada_stats, progress.ada_window)
     all_rng = _gather_from_all(rng, num_gpus)
     all_loss_states = _gather_from_all(loss.state_dict(), num_gpus)
-    snapshot_pkl = os.path.join(run_dir, snapshot_name(progress.cur_nimg))
+    snapshot_pkl = os.path.join(run_dir, snapshot_name(progress.cur_nimg, sub_kimg))
     if not is_main:
         return snapshot_pkl
+    snapshot_bytes = pickle.dumps(snapshot)
     state = dict(
         format=TRAINING_STATE_FORMAT,
         snapshot_pkl=os.path.basename(snapshot_pkl),
+        snapshot_sha256=hashlib.sha256(snapshot_bytes).hexdigest(),
         cur_nimg=progress.cur_nimg,
         cur_tick=progress.cur_tick + 1,  # a resume starts with the next tick
         batch_idx=progress.batch_idx,
@@ -703,8 +801,12 @@ def save_snapshot(run_dir, snapshot, progress, optimizers, augment_pipe, ada_sta
         extra_modules=snapshot.get(loss.snapshot_key, {}),
         rng=all_rng,
     )
-    dnnlib.util.write_atomically(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
-    dnnlib.util.write_atomically(os.path.join(run_dir, training_state_name(progress.cur_nimg)), lambda f: torch.save(state, f))
+    state_pt = os.path.join(run_dir, training_state_name(progress.cur_nimg, sub_kimg))
+    # Pickle first: a kill between the two writes leaves a pickle without a state, which resume skips.
+    with about_path(snapshot_pkl):
+        dnnlib.util.write_atomically(snapshot_pkl, lambda f: f.write(snapshot_bytes))
+    with about_path(state_pt):
+        dnnlib.util.write_atomically(state_pt, lambda f: torch.save(state, f))
     return snapshot_pkl
 
 
@@ -779,6 +881,7 @@ def training_loop(
     total_kimg              = 25000,    # Training length, in kimg.
     kimg_per_tick           = 4,        # Progress report interval, in kimg.
     image_snapshot_ticks    = 50,       # Fakes grid every this many ticks; None = never (and no reals/fakes_init).
+    grid_size               = None,     # (columns, rows) of the reals/fakes grids; None = upstream's for the resolution.
     network_snapshot_ticks  = 50,       # Snapshot + training state every this many ticks; None = never.
     resume_pkl              = None,     # Start from the networks of this pickle (path or URL); kimg restarts at 0.
     resume_state            = None,     # Continue exactly from this training-state-*.pt; kimg continues.
@@ -792,6 +895,7 @@ def training_loop(
     # --- Set-up --------------------------------------------------------------------------------
     clock = TickClock.starting_now()
     device = torch.device(device)
+    sub_kimg = kimg_per_tick < 1  # ticks shorter than 1 kimg: file names carry the exact image count
     setup_process(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
     is_main = rank == 0
     say = print if is_main else (lambda *args, **kwargs: None)
@@ -812,7 +916,7 @@ def training_loop(
     check_resumed_run(state, progress, num_gpus, batch_size, total_kimg, say)
     training_iter = data_iterator(training_set, data_loader_kwargs, batch_per_process, rank, num_gpus, random_seed,
                                   skip_batches=progress.batch_idx)
-    grid = (start_image_grid(run_dir, training_set, nets.G_ema, batch_gpu, random_seed, device)
+    grid = (start_image_grid(run_dir, training_set, nets.G_ema, batch_gpu, random_seed, device, grid_size)
             if is_main and image_snapshot_ticks is not None else None)
     tick_stats = training_stats.Collector(regex='.*')
     stats_writer = StatsWriter(run_dir, say) if is_main else None
@@ -829,8 +933,6 @@ def training_loop(
     while True:
         minibatch = prepare_minibatch(*next(training_iter), label_table, len(phases), nets.G.z_dim, batch_gpu, device)
         train_minibatch(loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup)
-        # Before anything else sees poisoned weights.
-        stop_if_diverged(loss, phases, (progress.cur_nimg - batch_size) / 1000, num_gpus, device, last_snapshot)
         if ada_stats is not None and progress.batch_idx % ada_interval == 0:
             adjust_augment_p(nets.augment_pipe, ada_stats, progress, ada_target, ada_interval, ada_kimg, batch_size)
         done = progress.cur_nimg >= total_kimg * 1000
@@ -839,6 +941,8 @@ def training_loop(
 
         # --- Tick: report, images, snapshot and state, metrics (none of it moves the training RNGs)
         clock.tick_end = time.time()
+        # The NaN/inf watch stays on the device during the tick; read it before anything is written.
+        stop_if_diverged(loss, phases, (progress.cur_nimg - batch_size) / 1000, num_gpus, device, last_snapshot, batch_size)
         with _rng_untouched(device) as rng_at_tick:
             stats, line = report_tick(progress, phases, nets.augment_pipe, clock, total_kimg, tick_stats, device)
             say(line)
@@ -846,12 +950,12 @@ def training_loop(
                 done = True
                 say('abort_fn asked to stop; finishing this tick.')
             if grid is not None and (done or progress.cur_tick % image_snapshot_ticks == 0):
-                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{progress.cur_nimg // 1000:06d}.png'))
+                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{kimg_label(progress.cur_nimg, sub_kimg)}.png'))
                 loss.write_snapshot_images(nets.G_ema, run_dir, progress.cur_nimg)
             if network_snapshot_ticks is not None and (done or progress.cur_tick % network_snapshot_ticks == 0):
                 snapshot = snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus)
                 last_snapshot = save_snapshot(run_dir, snapshot, progress, optimizers, nets.augment_pipe, ada_stats, loss,
-                                              rng_at_tick, num_gpus, batch_size, is_main)
+                                              rng_at_tick, num_gpus, batch_size, is_main, sub_kimg)
                 if metrics:
                     metric_values.update(evaluate_metrics(metrics, snapshot, last_snapshot, training_set_kwargs, run_dir,
                                                           num_gpus, rank, device))
