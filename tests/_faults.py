@@ -15,16 +15,21 @@ def error_line(result):
     """Assert the command failed with exactly one 'Error: ...' line and no traceback; return that line.
 
     Progress lines on stdout (such as 'Loading ...') are allowed, and so is click's usage preamble
-    ('Usage: ...', "Try '... --help' for help.") before the error line of an option error.
+    ('Usage: ...', "Try '... --help' for help.") before the error line of an option error. Scripts
+    that tee stderr into stdout (dnnlib.util.Logger) must end stdout with the error line.
     """
     assert result.exit_code != 0, f'expected a failure, got exit 0:\n{result.output}'
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         f'uncaught {type(result.exception).__name__}: {result.exception}\n{result.output}'
     assert 'Traceback' not in result.output, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith('Error: '), f'expected an error line on stderr:\n{result.stderr}'
-    assert all(line.startswith(('Usage: ', 'Try ')) for line in lines[:-1]), f'more than one error line:\n{result.stderr}'
-    return lines[-1]
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1, f'expected one error line:\n{result.output}'
+    stream = result.stderr if result.stderr.strip() else result.stdout
+    lines = [line for line in stream.splitlines() if line.strip()]
+    assert lines[-1] == errors[0], f'the error line is not the last line:\n{stream}'
+    if stream is result.stderr:
+        assert all(line.startswith(('Usage: ', 'Try ')) for line in lines[:-1]), f'extra error output:\n{stream}'
+    return errors[0]
 
 
 def disk_full(*_args, **_kwargs):
