@@ -99,6 +99,8 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, detecto
     Few-shot metrics (MixDL paper; see docs/METRICS.md):
       fid5k_full, kid5k_full, pr5k3_full, sfid50k_full, sfid10k_full, sfid5k_full,
       lpips_div1k, ppl_smooth1k, modes500 and their weight-free variants pix_div1k, pix_smooth1k, pix_modes500
+    Offline fidelity in VGG16 feature space (not comparable with Inception numbers):
+      pr_vgg1k, kid_vgg1k, fidelity_vgg1k (both in one pass)
     """
     dnnlib.util.Logger(should_flush=True)
     args = dnnlib.EasyDict(metrics=parse_metric_list(metrics), num_gpus=gpus, network_pkl=network_pkl, verbose=verbose,

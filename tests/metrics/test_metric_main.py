@@ -22,7 +22,9 @@ EXPECTED_KEYS = dict(
     pr5k3_full=['pr5k3_full_precision', 'pr5k3_full_recall'], sfid50k_full=['sfid50k_full'], sfid10k_full=['sfid10k_full'],
     sfid5k_full=['sfid5k_full'], lpips_div1k=['lpips_div1k'], pix_div1k=['pix_div1k'],
     ppl_smooth1k=['ppl_smooth1k_mean', 'ppl_smooth1k_std', 'ppl_smooth1k_end'],
-    pix_smooth1k=['pix_smooth1k_mean', 'pix_smooth1k_std', 'pix_smooth1k_end'], modes500=['modes500'], pix_modes500=['pix_modes500'])
+    pix_smooth1k=['pix_smooth1k_mean', 'pix_smooth1k_std', 'pix_smooth1k_end'], modes500=['modes500'], pix_modes500=['pix_modes500'],
+    pr_vgg1k=['pr_vgg1k_precision', 'pr_vgg1k_recall'], kid_vgg1k=['kid_vgg1k'],
+    fidelity_vgg1k=['fidelity_vgg1k_precision', 'fidelity_vgg1k_recall', 'fidelity_vgg1k_kid'])
 
 
 def test_registry_keeps_upstream_names_first_and_in_order():
