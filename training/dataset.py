@@ -253,6 +253,7 @@ class ImageFolderDataset(Dataset):
                 f'resolution={resolution} was requested; rebuild with dataset_tool.py --resolution={resolution}x{resolution} or drop the resolution setting')
         name = os.path.splitext(os.path.basename(self._path.rstrip('/\\')))[0]
         super().__init__(name=name, raw_shape=[len(self._image_names)] + shape, **super_kwargs)
+        self._all_labels()  # a malformed dataset.json fails here, on open, like a bad image header
 
     def _where(self, member):
         return f'{self._path}/{member}' if self._kind == 'dir' else f'{self._path}:{member}'
@@ -338,9 +339,28 @@ class ImageFolderDataset(Dataset):
                     pixels = _pil_to_chw(pil_image)
         except DatasetError:
             raise
-        except (OSError, ValueError, SyntaxError, zipfile.BadZipFile) as err:
-            raise DatasetError(f'{self._where(member)} could not be decoded ({err}); delete or re-save it, or rebuild with {_TOOL_HINT}') from err
+        except (OSError, ValueError, SyntaxError, RuntimeError, zipfile.BadZipFile) as err:  # RuntimeError: pyspng
+            failure = DatasetError(f'{self._where(member)} could not be decoded ({err}); delete or re-save it, or rebuild with {_TOOL_HINT}')
+            failure.cause = ' '.join(str(err).split()) or type(err).__name__
+            raise failure from err
         return pixels
+
+    def _where_raw(self, raw_idx):
+        return self._where(self._image_names[raw_idx])
+
+    def _labels_by_name(self, entries, label_file):
+        """{image path: label} from the "labels" list of dataset.json, or a DatasetError naming the bad entry."""
+        layout = '{"labels": [["00000/img00000000.png", 6], ...]}'
+        if not isinstance(entries, list):
+            raise DatasetError(f'{self._where(label_file)}: "labels" must be a list or null, not {type(entries).__name__}; '
+                               f'it must look like {layout}')
+        by_name = {}
+        for position, entry in enumerate(entries):
+            if not (isinstance(entry, list) and len(entry) == 2):
+                raise DatasetError(f'{self._where(label_file)}: labels entry {position} is {json.dumps(entry)}, '
+                                   f'not a [file name, label] pair; it must look like {layout}')
+            by_name[str(entry[0]).replace('\\', '/')] = entry[1]
+        return by_name
 
     def _read_labels(self):
         label_file = 'dataset.json'
@@ -356,7 +376,7 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f'{self._where(label_file)} is not valid ({err!r}); it must look like {{"labels": [["00000/img00000000.png", 6], ...]}}') from err
         if entries is None:
             return None
-        by_name = {str(name).replace('\\', '/'): value for name, value in entries}
+        by_name = self._labels_by_name(entries, label_file)
         missing = [name for name in self._image_names if name not in by_name]
         if missing:
             raise DatasetError(f'{self._where(label_file)} has no label for {missing[0]!r} ({len(missing)} images unlabelled); '
@@ -368,5 +388,58 @@ class ImageFolderDataset(Dataset):
             return np.asarray(values, dtype=np.float32).reshape(len(values), -1)
         except (ValueError, TypeError) as err:
             raise DatasetError(f'{self._where(label_file)}: labels must be integers or equal-length lists of numbers ({err})') from err
+
+#----------------------------------------------------------------------------
+
+def _scan_images(dataset, progress_fn=None, progress_every=1000):
+    """Decode every stored image `dataset` uses, once each; return [(where, why)] for those that fail.
+
+    A header check misses a file cut short after its header, so this reads every pixel.
+    progress_fn(done, total) is called every `progress_every` images and once at the end.
+    """
+    raw_indices = np.unique(dataset._index_map)  # pylint: disable=protected-access
+    where_of = getattr(dataset, '_where_raw', lambda raw_idx: f'{dataset.name}: image {raw_idx}')
+    failures = []
+    for done, raw_idx in enumerate(raw_indices, start=1):
+        raw_idx = int(raw_idx)
+        try:
+            pixels = dataset._read_image(raw_idx)  # pylint: disable=protected-access
+            if tuple(pixels.shape) != tuple(dataset.image_shape):
+                raise DatasetError(f'decodes to shape {list(pixels.shape)}, not {dataset.image_shape}')
+        except (DatasetError, RuntimeError) as err:  # RuntimeError: a decoder library's own failure
+            failures.append((where_of(raw_idx), getattr(err, 'cause', None) or str(err)))
+        if progress_fn is not None and (done % progress_every == 0 or done == len(raw_indices)):
+            progress_fn(done, len(raw_indices))
+    return failures
+
+
+def find_undecodable_images(dataset, progress_fn=None, progress_every=1000):
+    """Decode every stored image `dataset` uses (a header check misses a file cut short after its header).
+
+    Returns one 'where: why' string per image that fails, in file order; an empty list means the whole
+    set decodes. progress_fn(done, total) is called every `progress_every` images and once at the end.
+    """
+    return [f'{where}: {why}' for where, why in _scan_images(dataset, progress_fn, progress_every)]
+
+
+def verify_all_images(dataset, print_fn=print, progress_every=1000, max_listed=10):
+    """Decode every image before training and raise one DatasetError listing the files that fail.
+
+    Sets of more than `progress_every` images print a start line and a progress line every
+    `progress_every` images through print_fn (None: silent). The error names up to `max_listed`
+    files with their causes and says how many more there are.
+    """
+    total = len(np.unique(dataset._index_map))  # pylint: disable=protected-access
+    progress_fn = None
+    if print_fn is not None and total > progress_every:
+        print_fn(f'Decoding all {total} images of {dataset.name} to check them...')
+        progress_fn = lambda done, count: print_fn(f'  checked {done}/{count} images')
+    failures = _scan_images(dataset, progress_fn, progress_every)
+    if not failures:
+        return
+    listed = ', '.join(f'{where} ({why})' for where, why in failures[:max_listed])
+    more = f' and {len(failures) - max_listed} more' if len(failures) > max_listed else ''
+    raise DatasetError(f'{len(failures)} of {total} images cannot be decoded: {listed}{more}; delete or re-save them, '
+                       f'or rebuild the dataset with {_TOOL_HINT}, which skips corrupt files')
 
 #----------------------------------------------------------------------------
