@@ -119,7 +119,7 @@ def test_configure_errors(opts, loss_kwargs, match):
 def test_registered_plugins_load_and_declare_their_tables():
     import stylegan2_ada_mixdl
     classes = load_plugins(stylegan2_ada_mixdl.LOSS_PLUGINS)
-    assert [cls.options.switch for cls in classes] == ['mixdl', 'adaptivemix']
+    assert [cls.options.switch for cls in classes] == ['mixdl', 'adaptivemix', 'augintae']
     assert [cls.options.loss_class for cls in classes] == stylegan2_ada_mixdl.LOSS_PLUGINS
     with pytest.raises(TypeError, match='has no `options` PluginOptions table'):
         load_plugins(['training.loss.StyleGAN2Loss'])
