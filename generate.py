@@ -16,6 +16,7 @@ import dnnlib
 import legacy
 from dnnlib import cli
 from torch_utils import devices
+from training import image_grid
 
 _SYNTHESIS_BATCH = 8        # images per synthesis call; bounds memory for long interpolations
 _DEFAULT_VIDEO_STEPS = 24   # frames per seed pair in --video when --interp is not given
@@ -140,14 +141,17 @@ def _write_png(pixels, path):
         dnnlib.util.write_atomically(path, lambda handle: picture.save(handle, format='PNG'))
 
 
-def _tile(images, columns):
-    """Lay out uint8 images [N, H, W, C] row-major on a grid with `columns` columns (unused cells black)."""
-    count, height, width, channels = images.shape
+def _write_grid(images, columns, path):
+    """Save uint8 images [N, H, W, C] row-major on a grid `columns` wide (unused cells black) as one PNG."""
+    count = len(images)
     rows = math.ceil(count / columns)
-    padded = np.zeros([rows * columns, height, width, channels], dtype=np.uint8)
+    padded = np.zeros([rows * columns, *images.shape[1:]], dtype=np.uint8)
     padded[:count] = images
-    grid = padded.reshape(rows, columns, height, width, channels).transpose(0, 2, 1, 3, 4)
-    return grid.reshape(rows * height, columns * width, channels)
+    try:
+        with cli.about_path(path):
+            image_grid.write_image_grid(padded.transpose(0, 3, 1, 2), path, drange=(0, 255), grid_size=(columns, rows))
+    except ValueError as error:  # e.g. 4-channel networks: PNG grids hold 1 or 3 channels
+        raise click.ClickException(f'cannot write {path}: {error}; drop --grid/--interp') from None
 
 
 def _lerp_path(ws, steps, closed):
@@ -263,15 +267,15 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         print(f'Generating image for seed {seed} ...')
         _write_png(pixels, os.path.join(outdir, f'seed{seed:04d}.png'))
     if grid:
-        _write_png(_tile(images, columns=math.ceil(math.sqrt(len(seeds)))), os.path.join(outdir, 'grid.png'))
+        _write_grid(images, math.ceil(math.sqrt(len(seeds))), os.path.join(outdir, 'grid.png'))
 
     if interp:
         path = _lerp_path(ws, interp, closed=False)                          # [pairs, N, num_ws, w_dim]
         frames = _synthesize(G, path.flatten(0, 1), synthesis_kwargs)
         strips = frames.reshape(len(seeds) - 1, interp, *frames.shape[1:])
         for (start, end), strip in zip(zip(seeds[:-1], seeds[1:]), strips):
-            _write_png(_tile(strip, columns=interp), os.path.join(outdir, f'interp{start:04d}-{end:04d}.png'))
-        _write_png(_tile(frames, columns=interp), os.path.join(outdir, 'interp.png'))
+            _write_grid(strip, interp, os.path.join(outdir, f'interp{start:04d}-{end:04d}.png'))
+        _write_grid(frames, interp, os.path.join(outdir, 'interp.png'))
 
     if video:
         steps = interp or _DEFAULT_VIDEO_STEPS
