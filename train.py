@@ -221,6 +221,10 @@ def _precision_section(opts, cfg, device_type):
         cfg.cudnn_benchmark = False
     if opts.allow_tf32:
         cfg.allow_tf32 = True
+    if opts.cuda_graphs:
+        if device_type != 'cuda':
+            _fail(f'--cuda-graphs=1 needs a CUDA device (this run uses {device_type}); leave --cuda-graphs off')
+        cfg.cuda_graphs = True
     cfg.device = device_type
 
 #----------------------------------------------------------------------------
@@ -672,6 +676,8 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--nhwc', help='Channels-last memory layout for the fp16 layers  [default: false]', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Turn off cuDNN autotuning  [default: false]', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Let matmuls and convolutions use TF32  [default: false]', type=bool, metavar='BOOL')
+@click.option('--cuda-graphs', help='Replay each training phase as a CUDA graph where it can be captured (CUDA only)  '
+              '[default: false]', type=bool, metavar='BOOL')
 @click.option('--workers', help='Data-loading worker processes (0 = load in the training process)  '
               '[default: 3, at most the usable cores]', type=int, metavar='INT')
 @click.option('--device', help='Train on CUDA, Apple MPS (fp32) or CPU; auto takes CUDA when present', type=click.Choice(['auto', 'cuda', 'mps', 'cpu']),

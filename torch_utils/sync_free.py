@@ -58,10 +58,12 @@ class _DeviceReadGuard(TorchFunctionMode):
     cannot tell an upload from a download.
     """
 
-    def __init__(self, host_tensors=()):
+    def __init__(self, host_tensors=(), count_only=False):
         super().__init__()
         self.host = WeakIdKeyDictionary()
         self.allowed = 0
+        self.count_only = count_only
+        self.reads = []  # names of the reading functions, in order (count_only)
         for tensor in host_tensors:
             self.host[tensor] = True
 
@@ -74,7 +76,9 @@ class _DeviceReadGuard(TorchFunctionMode):
         inputs = list(_tensors_in(args)) + list(_tensors_in(kwargs))
         if name in _READS and not self.allowed:
             device_inputs = [t for t in inputs if not self._is_host(t)]
-            if device_inputs:
+            if device_inputs and self.count_only:
+                self.reads.append(name)
+            elif device_inputs:
                 shape = list(device_inputs[0].shape)
                 raise DeviceReadError(f'{name}() read a device tensor of shape {shape} on the host inside a minibatch; '
                                       f'keep the value on the device and read it once per tick')
@@ -110,6 +114,14 @@ def forbid_device_reads(host_tensors=()):
             yield guard
     finally:
         _active_guards.pop()
+
+
+@contextlib.contextmanager
+def count_device_reads(host_tensors=()):
+    """Like forbid_device_reads(), but only records each read's function name in `guard.reads`."""
+    guard = _DeviceReadGuard(host_tensors, count_only=True)
+    with guard:
+        yield guard
 
 
 @contextlib.contextmanager

@@ -70,6 +70,23 @@ def report0(name, value):
     return value
 
 
+def pending_state():
+    """A copy of everything reported since the last reduction, for restore_pending()."""
+    return {name: {device: moments.clone() for device, moments in per_device.items()}
+            for name, per_device in _pending_moments.items()}
+
+
+def restore_pending(state):
+    """Put the pending reports back as pending_state() saw them (in place: names reported since are zeroed, not dropped).
+
+    In place, because a captured CUDA graph keeps adding into the tensors that were pending when it was captured.
+    """
+    for name, per_device in _pending_moments.items():
+        for device, moments in per_device.items():
+            saved = state.get(name, {}).get(device)
+            moments.copy_(saved) if saved is not None else moments.zero_()
+
+
 def _reduce(names):
     """Fold pending moments of `names` into the global totals (one all_reduce across processes)."""
     global _first_update_done

@@ -890,6 +890,7 @@ def training_loop(
     abort_fn                = None,     # Callable: returns True to stop at the next tick.
     progress_fn             = None,     # Callable(cur_kimg, total_kimg) called each tick.
     device                  = 'cpu',    # torch.device or string, as train.py chose it (with the precision in G/D_kwargs).
+    cuda_graphs             = False,    # Replay each phase as a CUDA graph where it can be captured (CUDA only).
 ):
     """Train G and D in this process (one of num_gpus); returns the path of the last network snapshot, or None."""
     # --- Set-up --------------------------------------------------------------------------------
@@ -912,6 +913,10 @@ def training_loop(
     if is_main:
         print_network_summaries(nets, batch_gpu, device)
     optimizers, phases = build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
+    step_loss = loss  # what the minibatches call; the same loss, or one replaying its phases as CUDA graphs
+    if cuda_graphs:
+        from torch_utils.cuda_graphs import GraphedLoss
+        step_loss = GraphedLoss(loss, [nets.G, nets.D, *extras.values()], device, say=say)
     progress = restore_training_state(state, resume_state, optimizers, nets.augment_pipe, loss, extras, rank)
     check_resumed_run(state, progress, num_gpus, batch_size, total_kimg, say)
     training_iter = data_iterator(training_set, data_loader_kwargs, batch_per_process, rank, num_gpus, random_seed,
@@ -932,7 +937,7 @@ def training_loop(
     # --- Train: one minibatch per pass ---------------------------------------------------------
     while True:
         minibatch = prepare_minibatch(*next(training_iter), label_table, len(phases), nets.G.z_dim, batch_gpu, device)
-        train_minibatch(loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup)
+        train_minibatch(step_loss, phases, nets, minibatch, progress, batch_size, num_gpus, ema_kimg, ema_rampup)
         if ada_stats is not None and progress.batch_idx % ada_interval == 0:
             adjust_augment_p(nets.augment_pipe, ada_stats, progress, ada_target, ada_interval, ada_kimg, batch_size)
         done = progress.cur_nimg >= total_kimg * 1000
