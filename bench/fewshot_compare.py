@@ -5,9 +5,9 @@
 # their nearest training images). --arms picks a subset of the runs.
 #
 #   GPU, ~10 min on one H100:
-#     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare --res=64 --kimg=60
+#     python bench/fewshot_compare.py --data=obama_10shot/ --outdir=out/compare --res=64 --kimg=60
 #   CPU smoke version (32 px, tiny widths, a few kimg, capped metric sample counts):
-#     python bench/fewshot_compare.py --data=../shared/datasets/obama_10shot --outdir=out/compare-smoke --smoke
+#     python bench/fewshot_compare.py --data=obama_10shot/ --outdir=out/compare-smoke --smoke
 
 import argparse
 import glob

@@ -1,4 +1,4 @@
-"""Plot training curves (losses, augment p, MixDL terms, metrics vs kimg) of one or more run directories to PNG files.
+"""Plot training curves (losses, augment p, each loss plug-in's terms, metrics vs kimg) of run directories to PNG files.
 
 Usage: python -m metrics.plot RUN_DIR [RUN_DIR ...] --out DIR
 """
@@ -10,11 +10,23 @@ import os
 import re
 import sys
 
-# Panels drawn from stats.jsonl: output file stem -> predicate on the stat name.
+# The groups StyleGAN2Loss itself reports under Loss/<group>/...; any other group is a loss plug-in's
+# namespace (MixDL reports Loss/mixdl/..., AdaptiveMix Loss/adaptivemix/...) and gets its own panel.
+BASELINE_LOSS_GROUPS = ('G', 'D', 'scores', 'signs')
+
+
+def plugin_namespace(name):
+    """'mixdl' for 'Loss/mixdl/G_dist'; None for the baseline's stats and for everything outside Loss/."""
+    parts = name.split('/')
+    if len(parts) >= 3 and parts[0] == 'Loss' and parts[1] not in BASELINE_LOSS_GROUPS:
+        return parts[1]
+    return None
+
+
+# Panels drawn from stats.jsonl besides the plug-in ones: output file stem -> predicate on the stat name.
 STAT_PANELS = {
-    'losses': lambda name: name.startswith('Loss/') and not name.startswith('Loss/MixDL/'),
+    'losses': lambda name: name.startswith('Loss/') and plugin_namespace(name) is None,
     'augment': lambda name: name == 'Progress/augment',
-    'mixdl': lambda name: name.startswith('Loss/MixDL/'),
     'timing': lambda name: name in ('Timing/sec_per_kimg', 'Timing/sec_per_tick'),
 }
 
@@ -80,10 +92,10 @@ def plan_figures(run_dirs):
         run_name = os.path.basename(os.path.normpath(run_dir))
         prefix = f'{run_name}: ' if len(run_dirs) > 1 else ''
         stats = load_stat_curves(run_dir)
-        for stem, wanted in STAT_PANELS.items():
-            for name, curve in stats.items():
-                if wanted(name):
-                    figures.setdefault(stem, {})[prefix + name] = curve
+        for name, curve in stats.items():
+            stems = [stem for stem, wanted in STAT_PANELS.items() if wanted(name)] + [plugin_namespace(name)]
+            for stem in filter(None, stems):
+                figures.setdefault(stem, {})[prefix + name] = curve
         for key, curve in load_metric_curves(run_dir).items():
             figures.setdefault(f'metric-{key}', {})[prefix + key] = curve
     return figures

@@ -1,13 +1,8 @@
 """AdaptiveMix: D split, the mixed logits and L_ada against a direct reference, gradient routing, options, training."""
-import copy
-import glob
-import json
 import os
-import pickle
 
 import click
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +15,8 @@ from torch_utils import training_stats
 from training import networks
 from training.features import discriminator_features
 from training.plugins import PluginConfigError
+from tests.stylegan2_ada_mixdl.tiny_run import (last_file, last_snapshot, read_stats, tiny_config, train_run,
+                                                write_image_folder)
 
 RES, BATCH, ZDIM = 16, 4, 8
 WIDTHS = dict(channel_base=128, channel_max=16, num_fp16_res=0, conv_clamp=None)
@@ -50,7 +47,7 @@ def block_features(D, img):
 
 
 def reference_forward(D, img, c, lam, perm, noise):
-    """AdaptiveMix as the spec states it, with three separate block passes and a per-sample cosine loop."""
+    """AdaptiveMix as the paper states it (sec. 3.1, Eq. 2), with three separate block passes and a per-sample cosine loop."""
     x_a, x_b = img, img[perm]
     x_mix = lam * x_a + (1 - lam) * x_b
     f_a, low_a = block_features(D, x_a)
@@ -369,61 +366,30 @@ def test_train_cli_records_options_only_when_enabled(tmp_path):
 
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('tiny_set')
-    rng = np.random.RandomState(0)
-    for index in range(6):
-        PIL.Image.fromarray((rng.rand(RES, RES, 3) * 255).astype(np.uint8)).save(folder / f'img{index}.png')
-    return str(folder)
+    return write_image_folder(tmp_path_factory.mktemp('tiny_set'), RES)
 
 
 ADAPTIVEMIX = dict(class_name='stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss')
 
 
 def _config(data, loss_kwargs, minibatches):
-    return dict(
-        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=False,
-                                 max_size=None, xflip=False, resolution=RES),
-        data_loader_kwargs=dict(pin_memory=False, num_workers=0),
-        G_kwargs=dict(class_name='training.networks.Generator', z_dim=ZDIM, w_dim=8,
-                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(WIDTHS)),
-        D_kwargs=dict(class_name='training.networks.Discriminator', block_kwargs={}, mapping_kwargs={},
-                      epilogue_kwargs=dict(mbstd_group_size=2), **WIDTHS),
-        G_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
-        D_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
-        augment_kwargs=dict(class_name='training.augment.AugmentPipe', xflip=1, xint=1, brightness=1),
-        augment_p=0.3, loss_kwargs=dict(loss_kwargs, r1_gamma=1.0),
-        metrics=[], random_seed=3, batch_size=BATCH, batch_gpu=BATCH, ema_kimg=0.01,
-        total_kimg=minibatches * BATCH / 1000, kimg_per_tick=2 * BATCH / 1000,
-        image_snapshot_ticks=None, network_snapshot_ticks=100, device='cpu',
-        G_reg_interval=2, D_reg_interval=2,  # R1 and path length meet AdaptiveMix D calls early
-    )
-
-
-def _train(run_dir, config, **overrides):
-    from training import training_loop
-    os.makedirs(run_dir, exist_ok=True)
-    training_loop.training_loop(run_dir=str(run_dir), **copy.deepcopy(dict(config, **overrides)))
-    return str(run_dir)
-
-
-def _last(run_dir, pattern):
-    return sorted(glob.glob(os.path.join(run_dir, pattern)))[-1]
+    return tiny_config(data, loss_kwargs, minibatches, RES, batch=BATCH, z_dim=ZDIM, w_dim=8,
+                       widths=dict(channel_base=128, channel_max=16), augment_p=0.3,
+                       augment_kwargs=dict(class_name='training.augment.AugmentPipe', xflip=1, xint=1, brightness=1))
 
 
 @pytest.mark.slow
 def test_training_reports_the_term_and_snapshots_load_as_plain_stylegan2(image_folder, tmp_path):
-    run_dir = _train(tmp_path / 'run', _config(image_folder, ADAPTIVEMIX, minibatches=4))
-    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
-        stats = [json.loads(line) for line in f]
+    run_dir = train_run(tmp_path / 'run', _config(image_folder, ADAPTIVEMIX, minibatches=4))
+    stats = read_stats(run_dir)
     for name in ('Loss/adaptivemix/G', 'Loss/adaptivemix/D'):
         values = [entry[name]['mean'] for entry in stats if name in entry]
         assert values and all(-1 <= v <= 1 for v in values), name
     assert all(name in stats[-1] for name in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty'))
 
-    with open(_last(run_dir, 'network-snapshot-*.pkl'), 'rb') as f:
-        assert list(pickle.load(f)) == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
+    assert list(last_snapshot(run_dir)) == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
     import legacy
-    with open(_last(run_dir, 'network-snapshot-*.pkl'), 'rb') as f:
+    with open(last_file(run_dir, 'network-snapshot-*.pkl'), 'rb') as f:
         loaded = legacy.load_network_pkl(f)
     assert list(loaded['D'].state_dict()) == list(tiny_D().state_dict())
     assert list(loaded['G_ema'].state_dict()) == list(tiny_G().state_dict())
@@ -435,15 +401,12 @@ def test_training_reports_the_term_and_snapshots_load_as_plain_stylegan2(image_f
 @pytest.mark.slow
 def test_resume_continues_exactly(image_folder, tmp_path):
     config = _config(image_folder, ADAPTIVEMIX, minibatches=4)
-    straight = _train(tmp_path / 'straight', config)
-    first_half = _train(tmp_path / 'first', config, total_kimg=2 * BATCH / 1000)
-    state_file = _last(first_half, 'training-state-*.pt')
+    straight = train_run(tmp_path / 'straight', config)
+    first_half = train_run(tmp_path / 'first', config, total_kimg=2 * BATCH / 1000)
+    state_file = last_file(first_half, 'training-state-*.pt')
     assert 'adaptivemix_rng' in torch.load(state_file, weights_only=True)['loss_state'][0]
-    resumed = _train(tmp_path / 'resumed', config, resume_state=state_file)
-    with open(_last(straight, 'network-snapshot-*.pkl'), 'rb') as f:
-        expected = pickle.load(f)
-    with open(_last(resumed, 'network-snapshot-*.pkl'), 'rb') as f:
-        got = pickle.load(f)
+    resumed = train_run(tmp_path / 'resumed', config, resume_state=state_file)
+    expected, got = last_snapshot(straight), last_snapshot(resumed)
     for key in ('G', 'D'):
         for (name, a), (_, b) in zip(expected[key].named_parameters(), got[key].named_parameters()):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f'{key}.{name}')
