@@ -166,3 +166,17 @@ def test_reconstruction_steps_beat_step_zero_on_a_held_out_image():
         optimizer.step()
     after = held_out_error()
     assert after < 0.5 * before, (before, after)
+
+
+def test_discriminator_phase_reuses_the_generator_phase_reconstructions():
+    loss, G, D = make_loss()
+    x = reals()
+    loss.begin_minibatch(0)
+    run_phase(loss, 'Gmain', x, G, D)
+    assert len(loss._fakes_for_D) == 1
+    before = loss.stream.get_state().clone()
+    run_phase(loss, 'Dmain', x, G, D)
+    assert torch.equal(loss.stream.get_state(), before) and loss._fakes_for_D == []  # nothing decoded anew
+    loss.begin_minibatch(1)
+    run_phase(loss, 'Dmain', x, G, D)  # no G phase before it: fresh reconstructions from new draws
+    assert not torch.equal(loss.stream.get_state(), before)
