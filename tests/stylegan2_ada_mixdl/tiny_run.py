@@ -1,4 +1,4 @@
-"""Tiny CPU training runs for the plug-in tests: a random image folder, a 16-32 px config, and readers for a run's files."""
+"""Tiny CPU networks and training runs for the plug-in tests: networks, a random image folder, a config, a run's files."""
 import copy
 import glob
 import json
@@ -7,8 +7,9 @@ import pickle
 
 import numpy as np
 import PIL.Image
+import torch
 
-from training import training_loop
+from training import networks, training_loop
 
 
 def write_image_folder(folder, res, count=6, seed=0):
@@ -18,6 +19,16 @@ def write_image_folder(folder, res, count=6, seed=0):
     for index in range(count):
         PIL.Image.fromarray((rng.rand(res, res, 3) * 255).astype(np.uint8)).save(os.path.join(folder, f'img{index}.png'))
     return str(folder)
+
+
+def tiny_networks(res, z_dim=8, w_dim=8, widths=dict(channel_base=128, channel_max=16), seed=0):
+    """(G, D): an unconditional Generator and Discriminator of res x res RGB images, tiny widths, fp32."""
+    torch.manual_seed(seed)
+    G = networks.Generator(z_dim=z_dim, c_dim=0, w_dim=w_dim, img_resolution=res, img_channels=3,
+                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(widths))
+    D = networks.Discriminator(c_dim=0, img_resolution=res, img_channels=3, epilogue_kwargs=dict(mbstd_group_size=2),
+                               **widths)
+    return G, D
 
 
 def tiny_config(data, loss_kwargs, minibatches, res, batch=4, z_dim=16, w_dim=16,

@@ -4,19 +4,14 @@ import pytest
 import torch
 
 from stylegan2_ada_mixdl.example import FlipConsistencyLoss
-from tests.stylegan2_ada_mixdl.tiny_run import read_stats, tiny_config, train_run, write_image_folder
-from training import networks
+from tests.stylegan2_ada_mixdl.tiny_run import read_stats, tiny_config, tiny_networks, train_run, write_image_folder
 from training.plugins import PluginConfigError
 
 RES = 16
 
 
 def _loss(**kwargs):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=RES, img_channels=3,
-                           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    D = networks.Discriminator(c_dim=0, img_resolution=RES, img_channels=3, channel_base=128, channel_max=16,
-                               epilogue_kwargs=dict(mbstd_group_size=2))
+    G, D = tiny_networks(RES)
     return FlipConsistencyLoss('cpu', G.mapping, G.synthesis, D, **kwargs)
 
 
