@@ -12,6 +12,7 @@ import torch
 
 import dnnlib
 import stylegan2_ada_mixdl
+from stylegan2_ada_mixdl import demo_data
 from training import plugins as training_plugins
 from training import training_loop as training_loop_module
 
@@ -66,11 +67,12 @@ RESUME_SHORTCUTS = {
     'lsundog256':  'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/lsundog-res256-paper256-kimg100000-noaug.pkl',
 }
 
-# Without --data we train on this bundled set (docs/TRAINING.md explains the choice of sizes).
-DEMO_DATA = os.path.join('data', 'demo', 'emoji16-64.zip')
-# Demo settings per device kind, applied only to options the user did not give.
+# Without --data we train on a bundled set (data/demo/ in a checkout): 32 px on CPU, 64 px on CUDA.
+DEMO_DATA = {'cpu': os.path.join('data', 'demo', 'emoji16-32.zip'), 'cuda': os.path.join('data', 'demo', 'emoji16-64.zip')}
+# Demo settings per device kind, applied only to options the user did not give (docs/TRAINING.md
+# explains the sizes: on 2 CPU cores the fakes should look like the emoji after about ten minutes).
 DEMO_SETTINGS = {
-    'cpu':  dict(cfg='fewshot', kimg=2, cbase=2048, cmax=128, tick=0.5, snap=4),
+    'cpu':  dict(cfg='fewshot', kimg=20, batch=8, cbase=1024, cmax=128, gamma=1, aug='noaug', tick=1, snap=5),
     'cuda': dict(cfg='fewshot', kimg=10, tick=1, snap=5),
 }
 
@@ -87,6 +89,23 @@ def _metric_list(ctx, param, value):
         return list(value)
     names = [item.strip() for item in (value or '').split(',')]
     return [name for name in names if name and name.lower() != 'none']
+
+
+GRID_MAX_SIDE = 64
+
+
+def _grid_option(ctx, param, value):
+    """click callback: 'WxH' -> (W, H) cells of the reals/fakes grids; None stays None (chosen later)."""
+    del ctx
+    if value is None or isinstance(value, tuple):
+        return value
+    parts = value.lower().split('x')
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise click.BadParameter(f'{value!r} is not WIDTHxHEIGHT; write e.g. --grid=8x4 (columns x rows)', param=param)
+    size = tuple(int(part) for part in parts)
+    if not all(1 <= side <= GRID_MAX_SIDE for side in size):
+        raise click.BadParameter(f'{value!r}: columns and rows must be 1 to {GRID_MAX_SIDE}', param=param)
+    return size
 
 
 def _loss_plugin_classes():
@@ -253,17 +272,18 @@ def _devices_section(opts, cfg, launch, given):
 
 
 def _apply_demo_defaults(opts, launch, given):
-    demo_path = os.path.join(REPO_DIR, DEMO_DATA)
-    if not os.path.isfile(demo_path):
-        _fail(f'--data is missing and so is the bundled demo set {DEMO_DATA}; pass --data=<zip or folder>')
+    kind = 'cuda' if launch.device_type == 'cuda' else 'cpu'  # MPS: the small CPU demo
+    demo_path = demo_data.demo_dataset_path(os.path.basename(DEMO_DATA[kind]))
+    if demo_path is None:
+        _fail(f'--data is missing and so is the bundled demo set {DEMO_DATA[kind]}; pass --data=<zip or folder>')
     opts.data = demo_path
-    settings = DEMO_SETTINGS['cuda' if launch.device_type == 'cuda' else 'cpu']  # MPS: the small CPU demo
+    settings = DEMO_SETTINGS[kind]
     filled = []
     for key, value in settings.items():
         if not given(key):
             opts[key] = value
             filled.append(f'--{key}={value}')
-    launch.demo_note = (f'No --data given: training on the bundled demo set {DEMO_DATA} with '
+    launch.demo_note = (f'No --data given: training on the bundled demo set {DEMO_DATA[kind]} with '
                         f'{" ".join(filled) or "your options"}; pass --data=<zip or folder> for your own images.')
 
 
@@ -462,6 +482,8 @@ def build_training_config(opts, given=lambda name: False):
         _fail('--workers must be 0 or more')
 
     desc = _dataset_section(opts, cfg, launch)
+    data = cfg.training_set_kwargs
+    cfg.grid_size = opts.grid or training_loop_module.default_grid_size(data.resolution, data.max_size, launch.device_type)
     desc += _network_section(opts, cfg, given)
     desc += _augmentation_section(opts, cfg)
     desc += _resume_section(opts, cfg)
@@ -571,6 +593,15 @@ def _require_metric_detectors(metrics):
         _fail(f'--metrics: {err}')
 
 
+def where_to_look(run_dir):
+    """The closing line of a run: its folder and its newest fakes grid."""
+    grids = sorted(name for name in os.listdir(run_dir) if re.fullmatch(r'fakes\d+(\.\d{3})?\.png', name))
+    if not grids:
+        return f'Done. Results in {run_dir}.'
+    return (f'Done. Results in {run_dir}; newest fakes grid: {os.path.join(run_dir, grids[-1])} '
+            f'(reals.png beside it shows the training images).')
+
+
 def launch_training(desc, config, launch, outdir, dry_run):
     """Pick the run dir, print the config, and run one process per device (or join torchrun's)."""
     torchrun = launch.torchrun
@@ -630,6 +661,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
             except mp.ProcessExitedException as err:
                 raise click.ClickException(f'training process {err.error_index} exited with code {err.exit_code}; '
                                            f'see the messages above and {config.run_dir}/log.txt') from None
+    print(where_to_look(config.run_dir))
     return config.run_dir
 
 #----------------------------------------------------------------------------
@@ -640,6 +672,8 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--outdir', help='Parent folder for run directories (NNNNN-<desc>)', required=True, metavar='DIR')
 @click.option('--gpus', help='Processes to run: one per GPU (needs CUDA), or CPU processes with --device=cpu', type=int, default=1, show_default=True, metavar='INT')
 @click.option('--snap', help='Write fakes grid, snapshot and training state every this many ticks', type=int, default=50, show_default=True, metavar='TICKS')
+@click.option('--grid', help='Columns x rows of reals.png and the fakes grids  [default: from resolution and image '
+              'count, at most 8x4 off CUDA]', callback=_grid_option, metavar='WxH')
 @click.option('--metrics', help='Metrics at each snapshot, comma-separated, or none  [default: fid50k_full; none for --cfg=fewshot]',
               callback=_metric_list, default='fid50k_full', metavar='LIST')
 @click.option('--detector-dir', help='Folder holding downloaded metric detector files, for offline machines  [default: $SG2MIXDL_DETECTOR_DIR, then the dnnlib cache]',
