@@ -180,3 +180,16 @@ def test_discriminator_phase_reuses_the_generator_phase_reconstructions():
     loss.begin_minibatch(1)
     run_phase(loss, 'Dmain', x, G, D)  # no G phase before it: fresh reconstructions from new draws
     assert not torch.equal(loss.stream.get_state(), before)
+
+
+def test_grey_networks_train_with_the_character_ranges():
+    torch.manual_seed(0)
+    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=RES, img_channels=1,
+                           mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+    D = networks.Discriminator(c_dim=0, img_resolution=RES, img_channels=1, channel_base=64, channel_max=8,
+                               epilogue_kwargs=dict(mbstd_group_size=2))
+    loss = augintae_loss.AugIntAELoss('cpu', G.mapping, G.synthesis, D, augintae_seed=3)
+    assert loss.ranges == transform.default_ranges(1)
+    x = reals()[:, :1]
+    assert run_phase(loss, 'Gmain', x, G, D).num('Loss/AugIntAE/recon') == 4 and has_grad(loss.encoder)
+    assert run_phase(loss, 'Dmain', x, G, D).num('Loss/D/loss') == 4 and has_grad(D)
