@@ -95,3 +95,13 @@ def test_wheel_installs_and_every_command_runs_outside_the_checkout(tmp_path):
         helped = _run([str(executable), '--help'], env=env, cwd=outside)
         assert helped.returncode == 0, f'{command}: {helped.stderr}'
         assert 'Usage:' in helped.stdout and '--help' in helped.stdout, command
+
+    # The installed train command finds its demo set with no --data (package data, not a checkout).
+    demo_run = _run([str(bin_dir / ('sg2mixdl-train' + ('.exe' if os.name == 'nt' else ''))), '--dry-run', '--device=cpu',
+                     f'--outdir={tmp_path / "runs"}'], env=env, cwd=outside)
+    assert demo_run.returncode == 0, demo_run.stderr
+    assert demo_run.stdout.startswith('No --data given: training on the bundled demo set')
+    (dataset_line,) = [line for line in demo_run.stdout.splitlines() if line.startswith('Dataset:')]
+    demo_zip = dataset_line.split(None, 1)[1]
+    assert os.path.realpath(demo_zip).startswith(site) and os.path.isfile(demo_zip), dataset_line
+    assert not (tmp_path / 'runs').exists()  # --dry-run writes nothing
