@@ -29,7 +29,7 @@ def describe_os_error(error):
     """One line for an OSError: '<path>: <cause>; <advice>' when the error carries a path and errno,
     otherwise the error's own message (errors such as DatasetError already read as one line)."""
     if error.errno is None:
-        return str(error)
+        return _worker_message(str(error))
     cause = _ERRNO_ADVICE.get(error.errno) or error.strerror or str(error)
     if error.filename is None:
         return cause
@@ -37,6 +37,15 @@ def describe_os_error(error):
     if error.filename2 is not None:
         where = f'{where} -> {os.fsdecode(error.filename2)}'
     return f'{where}: {cause}'
+
+
+def _worker_message(text):
+    """torch's DataLoader re-raises a worker's exception with the worker's whole traceback as its
+    message; the worker's own message is the last line, after 'module.ErrorType: '."""
+    if 'Original Traceback' not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(': ', 1)[1] if ': ' in last else last
 
 
 @contextlib.contextmanager

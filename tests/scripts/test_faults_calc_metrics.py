@@ -7,6 +7,7 @@ import pytest
 import calc_metrics
 from tests._faults import disk_full, error_line, foreign_pickle_bytes, invoke
 from tests._shared import offline  # noqa: F401 (fixture)
+from tests.metrics.standins import write_standin_detectors
 from tests.scripts.test_calc_metrics import _tiny_snapshot
 
 
@@ -64,3 +65,13 @@ def test_full_disk_when_appending_the_result_is_one_line(snapshot, monkeypatch):
     monkeypatch.setattr('builtins.open', open_with_full_disk)
     line = error_line(run(f'--network={snapshot}'))
     assert str(snapshot.parent) in line and 'no space left' in line
+
+
+def test_image_cut_short_in_the_dataset_is_one_line(snapshot):
+    """The header check passes; the failure comes from a DataLoader worker decoding the pixels."""
+    damaged = snapshot.parent / 'images' / 'img3.png'
+    content = damaged.read_bytes()
+    damaged.write_bytes(content[:len(content) // 2])
+    detectors = write_standin_detectors(str(snapshot.parent.parent / 'detectors'))
+    line = error_line(run(f'--network={snapshot}', '--metrics=fid50k_full', f'--detector-dir={detectors}'))
+    assert str(damaged) in line and 'could not be decoded' in line
