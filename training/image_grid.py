@@ -28,9 +28,13 @@ def tile_images(images, grid_size):
     return tiled.reshape(gh * height, gw * width, channels)
 
 
+def write_png(pixels, path):
+    """Write uint8 pixels [H, W, C] (C = 1 or 3) as a PNG; the file appears only once it is complete."""
+    picture = PIL.Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    dnnlib.util.write_atomically(path, lambda f: picture.save(f, format='PNG'))
+
+
 def write_image_grid(images, path, drange, grid_size):
     """Write images [gw*gh, C, H, W] (numpy or torch; values in `drange`, or uint8 with drange=(0, 255))
-    as one PNG at `path`, row by row. The file appears only once it is complete."""
-    tiled = tile_images(to_uint8(images, drange), grid_size)
-    picture = PIL.Image.fromarray(tiled[:, :, 0] if tiled.shape[2] == 1 else tiled)
-    dnnlib.util.write_atomically(path, lambda f: picture.save(f, format='PNG'))
+    as one PNG at `path`, row by row."""
+    write_png(tile_images(to_uint8(images, drange), grid_size), path)

@@ -3,8 +3,9 @@ import os
 from typing import Sequence, Tuple
 
 import numpy as np
-import PIL.Image
 import torch
+
+from training import image_grid
 
 DEFAULT_SEED_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7))
 DEFAULT_STEPS = 8
@@ -44,15 +45,13 @@ def interpolation_images(G, seed_pairs: Sequence[Tuple[int, int]] = DEFAULT_SEED
 
 def images_to_grid(images: torch.Tensor) -> np.ndarray:
     """[rows, cols, C, H, W] in [-1, 1] -> uint8 [rows * H, cols * W, C] (C = 1 or 3)."""
-    rows, cols, channels, height, width = images.shape
-    pixels = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
-    grid = pixels.permute(0, 3, 1, 4, 2).reshape(rows * height, cols * width, channels)
-    return grid.numpy()
+    rows, cols = images.shape[:2]
+    return image_grid.tile_images(image_grid.to_uint8(images.flatten(0, 1), (-1, 1)), (cols, rows))
 
 
 def save_grid(grid: np.ndarray, path: str) -> None:
-    """Write an images_to_grid result as a PNG (grayscale when it has one channel)."""
-    PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
+    """Write an images_to_grid result as a PNG (grayscale when it has one channel), atomically."""
+    image_grid.write_png(grid, path)
 
 
 def save_interpolation_strip(G, path: str, **kwargs) -> np.ndarray:
