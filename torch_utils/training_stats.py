@@ -23,11 +23,14 @@ _total_moments = dict()     # name -> CPU moments tensor summed over all process
 def init_multiprocessing(rank, sync_device):
     """Configure multi-process reduction; call before the first Collector.update().
 
+    Repeating the current configuration later is allowed (a benchmark or test that sets up a single
+    process again); changing it after statistics have been collected is not.
+
     rank: this process's rank. sync_device: device whose tensors torch.distributed can all_reduce
     (the process's GPU with NCCL, CPU with gloo), or None for a single process.
     """
     global _process_rank, _reduce_device
-    if _first_update_done:
+    if _first_update_done and (rank, sync_device) != (_process_rank, _reduce_device):
         raise RuntimeError('training_stats.init_multiprocessing() must be called before the first '
                            'Collector.update(); move it to process start-up')
     _process_rank = rank

@@ -111,6 +111,7 @@ def test_one_all_reduce_per_update(monkeypatch):
     assert collector.num('a') == 4 and collector.mean('a') == 1.5 and collector.num('b') == 2
     with pytest.raises(RuntimeError, match='before the first'):
         training_stats.init_multiprocessing(rank=0, sync_device=None)
+    training_stats.init_multiprocessing(rank=0, sync_device=torch.device('cpu'))  # same set-up again: allowed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
