@@ -1,6 +1,7 @@
 """Train a StyleGAN2-ADA model (with optional few-shot loss plug-ins): turns options into a config and launches the training loop."""
 
 import json
+import math
 import os
 import re
 import sys
@@ -11,6 +12,7 @@ import click
 import torch
 
 import dnnlib
+import dnnlib.cli
 import stylegan2_ada_mixdl
 from stylegan2_ada_mixdl import demo_data
 from training import plugins as training_plugins
@@ -22,7 +24,7 @@ REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 # Presets.
 
 class BaseConfig(NamedTuple):
-    """One --cfg preset (compat_spec.md 4.2; fewshot from mixdl_spec.md 9). None in auto = derived."""
+    """One --cfg preset: StyleGAN2-ADA's table, plus fewshot (the MixDL authors' sizes). None in auto = derived."""
     ref_gpus: Optional[int]      # GPUs the batch was tuned for; fewer GPUs accumulate gradients
     kimg: int                    # training length
     batch: Optional[int]         # images per minibatch, all GPUs together
@@ -42,8 +44,9 @@ BASE_CONFIGS = {
     'paper512':  BaseConfig(8,    25000,  64,   8,    1,    0.0025, 0.5,  20,   None, 8),
     'paper1024': BaseConfig(8,    25000,  32,   4,    1,    0.002,  2,    10,   None, 8),
     'cifar':     BaseConfig(2,    100000, 64,   32,   1,    0.0025, 0.01, 500,  0.05, 2),
-    # The MixDL authors' recipe: one GPU, batch 4, lr 0.002, gamma 10, full widths, EMA decay
-    # 0.5^(32/10000) per minibatch of 4 (a 1.25 kimg half-life), 150k minibatches = 600 kimg.
+    # The MixDL authors' schedule and sizes: one GPU, batch 4, lr 0.002, gamma 10, full widths, EMA
+    # decay 0.5^(32/10000) per minibatch of 4 (a 1.25 kimg half-life), 150k minibatches = 600 kimg.
+    # Unlike the authors' setup it keeps ADA and fp16 on CUDA; docs/MIXDL.md lists the options that match theirs.
     'fewshot':   BaseConfig(1,    600,    4,    4,    1,    0.002,  10,   1.25, None, 8),
 }
 
@@ -72,7 +75,7 @@ DEMO_DATA = {'cpu': os.path.join('data', 'demo', 'emoji16-32.zip'), 'cuda': os.p
 # Demo settings per device kind, applied only to options the user did not give (docs/TRAINING.md
 # explains the sizes: on 2 CPU cores the fakes should look like the emoji after about ten minutes).
 DEMO_SETTINGS = {
-    'cpu':  dict(cfg='fewshot', kimg=20, batch=8, cbase=1024, cmax=128, gamma=1, aug='noaug', tick=1, snap=5),
+    'cpu':  dict(cfg='fewshot', kimg=15, batch=8, cbase=1024, cmax=128, gamma=1, aug='noaug', tick=1, snap=5),
     'cuda': dict(cfg='fewshot', kimg=10, tick=1, snap=5),
 }
 
@@ -81,6 +84,34 @@ DEMO_SETTINGS = {
 LOSS_PLUGINS = stylegan2_ada_mixdl.LOSS_PLUGINS
 
 #----------------------------------------------------------------------------
+
+class _Finite:
+    """Mixin for click's float types: NaN and +-inf are refused (click's own float types accept them), then an
+    optional `check(value)` (a plug-in option's own rule) runs; each failure names the option."""
+
+    def __init__(self, *args, check=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f'{value!r} is not a finite number; give an ordinary number such as 1 or 0.5', param, ctx)
+        if self.check is not None:
+            try:
+                number = self.check(number)
+            except training_plugins.PluginConfigError as err:
+                self.fail(str(err), param, ctx)
+        return number
+
+
+class FiniteFloat(_Finite, click.types.FloatParamType):
+    """A float option that must be finite."""
+
+
+class FiniteFloatRange(_Finite, click.FloatRange):
+    """A bounded float option that must be finite (--help shows the bound as click.FloatRange does)."""
+
 
 def _metric_list(ctx, param, value):
     """click callback: 'a,b' -> ['a', 'b']; 'none' or '' -> []."""
@@ -299,6 +330,7 @@ def _dataset_section(opts, cfg, launch):
     data.resolution = dataset.resolution
     data.use_labels = dataset.has_labels
     data.max_size = len(dataset)
+    launch.data_channels, launch.data_label_dim = dataset.num_channels, dataset.label_dim
     parts = [dataset.name]
 
     if opts.cond:
@@ -445,6 +477,95 @@ def _resume_section(opts, cfg):
     return suffix
 
 
+def _check_resume_inputs(cfg, launch):
+    """Read what --resume names before any folder is made: a training state (with the check that the snapshot beside
+    it is the one it was saved with) or a local pickle, which must fit the data's resolution and channels, the
+    labels and the architectures of this config. A URL is fetched and checked when training starts."""
+    try:
+        if cfg.get('resume_state') is not None:
+            _state, pkl = training_loop_module.load_training_state(cfg.resume_state)
+        elif cfg.get('resume_pkl') is not None and not dnnlib.util.is_url(cfg.resume_pkl):
+            pkl = cfg.resume_pkl
+        else:
+            return
+        saved = training_loop_module.read_snapshot(pkl)
+        data = cfg.training_set_kwargs
+        common = dict(resolution=data.resolution, channels=launch.data_channels,
+                      labels=launch.data_label_dim if data.use_labels else 0)
+        expected = dict(G=dict(common, architecture=cfg.G_kwargs.synthesis_kwargs.get('architecture', 'skip')),
+                        D=dict(common, architecture=cfg.D_kwargs.get('architecture', 'resnet')))
+        training_loop_module.check_resume_fits(saved, expected)
+    except training_loop_module.TrainingError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f'--resume: {dnnlib.cli.describe_os_error(err)}')
+
+
+# Options that a continued run (--resume=latest or a training-state .pt) cannot change: they decide the data, the
+# networks' shapes or which modules and optimiser states exist. Plug-in switches and their non-float settings too.
+FIXED_ON_RESUME = ('cfg', 'cbase', 'cmax', 'cond', 'subset', 'mirror', 'aug', 'augpipe')
+
+
+def _fixed_on_resume():
+    names = set(FIXED_ON_RESUME)
+    for plugin in _loss_plugin_classes():
+        names.add(plugin.options.switch)
+        names.update(option.name for option in plugin.options.settings if option.type is not float)
+    return names
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))  # tuples -> lists, as training_options.json stores them
+
+
+def _continue_run_options(opts, given):
+    """For --resume=latest or a training-state .pt: the options the run was started with (from its own
+    training_options.json), with the options given now laid over them. Refuses, before anything is written, options
+    given now that would change what cannot change mid-run; names the others. Returns (opts, given)."""
+    if opts.resume == 'latest':
+        state_path = training_loop_module.find_latest_training_state(opts.outdir)
+        if state_path is None:
+            _fail(f'--resume=latest found no training-state-*.pt (with its network snapshot) under {opts.outdir}; '
+                  f'start without --resume or pass a snapshot pickle')
+    else:
+        state_path = opts.resume
+        if not os.path.isfile(state_path):
+            _fail(f'--resume={state_path}: no such training-state file')
+    run_dir = os.path.dirname(os.path.abspath(state_path))
+    options_path = os.path.join(run_dir, 'training_options.json')
+    try:
+        with open(options_path, 'rt') as f:
+            recorded = json.load(f).get('train_py_options')
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, AttributeError) as err:
+        _fail(f'--resume={opts.resume}: cannot read {options_path} ({err}); repair it from the run\'s log.txt, '
+              f'or delete it to continue with the options given now')
+    if not isinstance(recorded, dict):
+        print(f'Note: {options_path} does not record train.py options; continuing {run_dir} with the options given now.')
+        return opts, given
+    then, then_given = recorded['values'], set(recorded['given'])
+    fixed = _fixed_on_resume()
+    refused, changed = [], []
+    for name, value in opts.items():
+        if name in ('resume', 'outdir') or name not in then or not given(name):
+            continue
+        now = os.path.abspath(value) if name == 'data' and value is not None else _plain(value)
+        if now == then[name]:
+            continue
+        flag = '--' + name.replace('_', '-')
+        (refused if name in fixed else changed).append(f'{flag}={now} (the run has {then[name]})')
+    if refused:
+        _fail(f'--resume={opts.resume} continues {run_dir}, whose {", ".join(refused)} cannot change mid-run; '
+              f'drop {"this option" if len(refused) == 1 else "these options"}, or start a new run without --resume')
+    merged = dnnlib.EasyDict(then)
+    merged.update({name: value for name, value in opts.items() if given(name) or name not in then})
+    merged.resume, merged.outdir = opts.resume, opts.outdir
+    print(f'Continuing {run_dir} with the options it was started with'
+          + (f'; changed now: {", ".join(changed)}' if changed else '') + '.')
+    return merged, (lambda name: given(name) or name in then_given)
+
+
 def build_training_config(opts, given=lambda name: False):
     """Turn parsed options into (desc, training_loop kwargs, launch settings). Raises click.UsageError.
 
@@ -454,6 +575,8 @@ def build_training_config(opts, given=lambda name: False):
     opts = dnnlib.EasyDict(opts)
     cfg = dnnlib.EasyDict()
     launch = dnnlib.EasyDict()
+    if opts.resume == 'latest' or (opts.resume or '').endswith('.pt'):
+        opts, given = _continue_run_options(opts, given)
 
     _devices_section(opts, cfg, launch, given)
     if opts.data is None:
@@ -503,8 +626,11 @@ def build_training_config(opts, given=lambda name: False):
             desc += plugin.options.configure(opts, cfg.loss_kwargs)
         except training_plugins.PluginConfigError as err:
             _fail(str(err))
-
-    cfg.device = launch.device_type
+    _check_resume_inputs(cfg, launch)
+    # Recorded in training_options.json, so that --resume=latest can continue with the same options.
+    launch.options = {name: os.path.abspath(value) if name == 'data' else _plain(value)
+                      for name, value in opts.items() if name != 'outdir'}
+    launch.given = sorted(name for name in opts if given(name))
     return desc, cfg, launch
 
 #----------------------------------------------------------------------------
@@ -582,6 +708,42 @@ def _spawned_process(rank, config, launch, temp_dir):
     except training_loop_module.TrainingError as err:
         print(f'Error (rank {rank}): {err}', file=sys.stderr)
         sys.exit(1)
+    except OSError as err:  # a full disk, a folder that became read-only, ...
+        print(f'Error (rank {rank}): {dnnlib.cli.describe_os_error(err)}', file=sys.stderr)
+        sys.exit(1)
+
+
+def _verify_training_images(data_kwargs, rank, torchrun):
+    """Decode every training image before the run directory exists: a file cut short after its header passes the
+    header check when the dataset opens and would otherwise stop training at its first use. Rank 0 decodes; under
+    torchrun the other processes hear the result."""
+    problem = None
+    if rank == 0:
+        from training import dataset as dataset_module
+        dataset = dnnlib.util.construct_class_by_name(**data_kwargs)
+        try:
+            dataset_module.verify_all_images(dataset, print_fn=print)
+        except dataset_module.DatasetError as err:
+            problem = f'--data: {err}'
+        finally:
+            dataset.close()
+    if torchrun is not None:
+        shared = [problem]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        problem = shared[0]
+    if problem is not None:
+        raise click.ClickException(problem)
+
+
+def _training_options_text(config, launch):
+    """training_options.json: the training_loop config plus the train.py options (for --resume=latest), as strict
+    JSON (a NaN or infinity is refused here rather than written as invalid JSON)."""
+    record = dict(config, train_py_options=dict(values=launch.get('options', {}), given=launch.get('given', [])))
+    try:
+        return json.dumps(record, indent=2, allow_nan=False)
+    except ValueError as err:
+        raise click.ClickException(f'the training options hold a value JSON cannot store ({err}); '
+                                   f'give finite numbers for every option') from None
 
 
 def _require_metric_detectors(metrics):
@@ -630,6 +792,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
             ('Resolution', data.resolution),
             ('Conditional', data.use_labels),
             ('X-flips', data.xflip),
+            ('Image grids', f'{config.grid_size[0]}x{config.grid_size[1]} (grid-seeds.json lists their seeds)'),
         ]
         for label, value in summary:
             print(f'{label + ":":<16s}{value}')
@@ -641,10 +804,17 @@ def launch_training(desc, config, launch, outdir, dry_run):
 
     if config.metrics:
         _require_metric_detectors(config.metrics)
+    _verify_training_images(config.training_set_kwargs, rank, torchrun)
     if rank == 0:
+        options_text = _training_options_text(config, launch)
+        options_path = os.path.join(config.run_dir, 'training_options.json')
         os.makedirs(config.run_dir, exist_ok=False)
-        with open(os.path.join(config.run_dir, 'training_options.json'), 'wt') as f:
-            json.dump(config, f, indent=2)
+        try:
+            with dnnlib.cli.about_path(options_path):
+                dnnlib.util.write_atomically(options_path, lambda f: f.write(options_text), mode='wt')
+        except OSError:
+            os.rmdir(config.run_dir)  # still empty: leave no run directory behind
+            raise
     if torchrun is not None:
         torch.distributed.barrier()
         _training_process(rank, torchrun[2], config, launch, temp_dir=None)
@@ -687,19 +857,19 @@ def launch_training(desc, config, launch, outdir, dry_run):
 @click.option('--mirror', help='Add horizontally flipped copies  [default: false; true for --cfg=fewshot]', type=bool, metavar='BOOL')
 # Base config.
 @click.option('--cfg', help='Preset of sizes and hyper-parameters (see below)', type=click.Choice(list(BASE_CONFIGS)), default='auto', show_default=True)
-@click.option('--gamma', help='R1 weight  [default: from --cfg]', type=float, metavar='FLOAT')
+@click.option('--gamma', help='R1 weight  [default: from --cfg]', type=FiniteFloat(), metavar='FLOAT')
 @click.option('--kimg', help='Training length in thousands of images  [default: from --cfg]', type=int, metavar='INT')
 @click.option('--batch', help='Images per minibatch, all processes together  [default: from --cfg]', type=int, metavar='INT')
 @click.option('--batch-gpu', help='Images per pass in one process; less than batch/gpus accumulates gradients  [default: from --cfg]',
               type=int, metavar='INT')
 @click.option('--cbase', help='Network width: channel_base  [default: from --cfg]', type=int, metavar='INT')
 @click.option('--cmax', help='Network width: channel_max  [default: 512]', type=int, metavar='INT')
-@click.option('--tick', help='kimg between progress lines  [default: 4]', type=float, metavar='KIMG')
+@click.option('--tick', help='kimg between progress lines  [default: 4]', type=FiniteFloat(), metavar='KIMG')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation: adaptive (ada), none, fixed p, or DiffAugment  [default: ada]',
               type=click.Choice(['noaug', 'ada', 'fixed', 'diffaug']))
-@click.option('--p', help='Probability for --aug=fixed', type=float, metavar='FLOAT')
-@click.option('--target', help='ADA target for the sign of D(real), --aug=ada only  [default: 0.6]', type=float, metavar='FLOAT')
+@click.option('--p', help='Probability for --aug=fixed', type=FiniteFloat(), metavar='FLOAT')
+@click.option('--target', help='ADA target for the sign of D(real), --aug=ada only  [default: 0.6]', type=FiniteFloat(), metavar='FLOAT')
 @click.option('--augpipe', help='Which ADA transformations to use  [default: bgc]', type=click.Choice(AUGPIPE_NAMES))
 # Transfer learning and resume.
 @click.option('--resume', help='Network pickle/URL/shortcut (weights only), training-state .pt or "latest" (exact)  [default: noresume]',
@@ -718,6 +888,7 @@ def launch_training(desc, config, launch, outdir, dry_run):
               default='auto', show_default=True)
 @click.option('--ops', help='Custom ops: auto (kernels, else pure PyTorch), cuda (kernels or fail), ref (pure PyTorch)',
               type=click.Choice(['auto', 'cuda', 'ref']), default='auto', show_default=True)
+@dnnlib.cli.one_line_errors
 def main(ctx, outdir, dry_run, **opts):
     """Train StyleGAN2-ADA, optionally with a few-shot loss plug-in such as MixDL.
 
@@ -773,9 +944,12 @@ def _plugin_click_type(option):
     """The click parameter type that enforces a training.plugins.PluginOption's rule at parse time."""
     if option.choices is not None:
         return click.Choice(option.choices)
+    if option.type is float:  # finite, then the plug-in's own check (its minimum and any rule it adds)
+        if option.minimum is None:
+            return FiniteFloat(check=option.check)
+        return FiniteFloatRange(min=option.minimum, min_open=option.minimum_open, check=option.check)
     if option.minimum is not None:
-        bounded = click.IntRange if option.type is int else click.FloatRange
-        return bounded(min=option.minimum, min_open=option.minimum_open)
+        return click.IntRange(min=option.minimum, min_open=option.minimum_open)
     return option.type
 
 

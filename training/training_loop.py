@@ -264,8 +264,39 @@ def _shape_mismatch_hint(src, dst):
     return '; '.join(hints)
 
 
-def _copy_resumed_weights(src, dst, what):
-    """copy_params_and_buffers by name, but with a one-line explanation when shapes differ."""
+def network_traits(module):
+    """What a G or D must share with the network it resumes from: resolution, channels, label width, architecture."""
+    architecture = next((m.architecture for m in module.modules() if isinstance(getattr(m, 'architecture', None), str)), None)
+    return dict(resolution=getattr(module, 'img_resolution', None), channels=getattr(module, 'img_channels', None),
+                labels=getattr(module, 'c_dim', None), architecture=architecture)
+
+
+def check_resume_fits(saved, expected):
+    """Raise TrainingError, before anything is copied, when the pickle's G or D differs from what is being trained
+    in resolution, image channels, label width (c_dim) or architecture.
+
+    saved: the unpickled snapshot dict. expected: {'G': traits, 'D': traits} as network_traits returns them
+    (None for a trait not to check).
+    """
+    fixes = dict(
+        resolution='resume from a snapshot trained at the resolution of --data, or rebuild the data at the pickle\'s '
+                   'resolution with dataset_tool.py --resolution',
+        channels='rebuild the data with the pickle\'s channels (dataset_tool.py --color=rgb or grayscale)',
+        labels='match --cond (and the dataset.json labels) to the pickle',
+        architecture='use the --cfg the pickle was trained with (cifar uses D architecture orig)')
+    for key in ('G', 'D'):
+        if not isinstance(saved.get(key), torch.nn.Module):
+            raise TrainingError(f'--resume: the pickle has no network {key}; pass a network snapshot pickle')
+        ours, theirs = expected[key], network_traits(saved[key])
+        for trait, fix in fixes.items():
+            if None not in (ours[trait], theirs[trait]) and ours[trait] != theirs[trait]:
+                raise TrainingError(f'--resume: the pickle\'s {key} has {trait} {theirs[trait]}, the network being trained '
+                                    f'has {ours[trait]}; {fix}')
+
+
+def _copy_resumed_weights(src, dst, what, exact=False, say=print):
+    """copy_params_and_buffers by name, with a one-line explanation when shapes differ. Tensors that exist on one
+    side only are an error when `exact`, else named in a note (they keep their initialisation or are dropped)."""
     src_tensors = dict(misc.named_params_and_buffers(src))
     mismatched = [(name, tuple(src_tensors[name].shape), tuple(tensor.shape))
                   for name, tensor in misc.named_params_and_buffers(dst)
@@ -275,6 +306,19 @@ def _copy_resumed_weights(src, dst, what):
         hint = _shape_mismatch_hint(src, dst)
         raise TrainingError(f'--resume: {what}.{name} has shape {list(src_shape)} in the pickle but {list(dst_shape)} '
                             f'in the network being trained ({len(mismatched)} tensors differ)' + (f'; {hint}' if hint else ''))
+    dst_names = [name for name, _ in misc.named_params_and_buffers(dst)]
+    not_in_pickle = [name for name in dst_names if name not in src_tensors]
+    not_used = [name for name in src_tensors if name not in set(dst_names)]
+    if not_in_pickle or not_used:
+        parts = []
+        if not_in_pickle:
+            parts.append(f'{len(not_in_pickle)} {what} tensor(s) not in the pickle keep their initialisation ({", ".join(not_in_pickle)})')
+        if not_used:
+            parts.append(f'{len(not_used)} tensor(s) of the pickle\'s {what} have no place here ({", ".join(not_used)})')
+        if exact:
+            raise TrainingError(f'--resume: the snapshot does not match the networks being trained: {"; ".join(parts)}; '
+                                f'resume with the options the run was trained with')
+        say(f'Note: --resume copied {what} partly: {"; ".join(parts)}.')
     misc.copy_params_and_buffers(src, dst, require_all=False)
 
 
@@ -440,22 +484,38 @@ def resume_networks(resume_state, resume_pkl, nets, loss, extras, is_main=True, 
     if resume_state is not None:
         state, snapshot_pkl = load_training_state(resume_state)
         say(f'Resuming exactly from "{resume_state}" (kimg {state["cur_nimg"] / 1000:.1f}, tick {state["cur_tick"]})')
-        load_snapshot_weights(snapshot_pkl, nets, loss, extras, exact=True)
+        leftovers = leftover_temporaries(os.path.dirname(resume_state))
+        if leftovers:
+            say(f'Note: {len(leftovers)} temporary file(s) from an interrupted write are ignored and can be deleted: '
+                f'{", ".join(os.path.basename(path) for path in leftovers)}')
+        load_snapshot_weights(snapshot_pkl, nets, loss, extras, exact=True, say=say)
         return state
     if resume_pkl is not None:
         say(f'Resuming networks from "{resume_pkl}"')
         if is_main:
-            load_snapshot_weights(resume_pkl, nets, loss, extras, exact=False)
+            load_snapshot_weights(resume_pkl, nets, loss, extras, exact=False, say=say)
     return None
 
 
-def load_snapshot_weights(source, nets, loss, extras, exact):
-    """Copy G, D, G_ema and the loss's extra modules from a snapshot pickle (path or URL); `exact` also copies the augment pipe."""
+def read_snapshot(source):
+    """Unpickle a network snapshot (path or URL) with legacy.load_network_pkl; an unreadable, truncated or foreign
+    pickle is a one-line TrainingError naming it (a missing file stays an OSError)."""
     import legacy  # needed only here
     with dnnlib.util.open_url(source) as f:
-        saved = legacy.load_network_pkl(f)
+        try:
+            return legacy.load_network_pkl(f)
+        except legacy.NetworkPickleError as err:
+            raise TrainingError(f'--resume: {source}: {err}') from None
+
+
+def load_snapshot_weights(source, nets, loss, extras, exact, say=print):
+    """Copy G, D, G_ema and the loss's extra modules from a snapshot pickle (path or URL); `exact` also copies the
+    augment pipe, and refuses tensors present on one side only. Resolution, channels, labels and architecture are
+    checked first (check_resume_fits)."""
+    saved = read_snapshot(source)
+    check_resume_fits(saved, {key: network_traits(nets[key]) for key in ('G', 'D')})
     for key in ('G', 'D', 'G_ema'):
-        _copy_resumed_weights(saved[key], nets[key], key)
+        _copy_resumed_weights(saved[key], nets[key], key, exact=exact, say=say)
     if exact and nets.augment_pipe is not None and saved.get('augment_pipe') is not None:
         misc.copy_params_and_buffers(saved['augment_pipe'], nets.augment_pipe, require_all=False)
     if extras and loss.snapshot_key in saved:
@@ -512,14 +572,21 @@ def restore_training_state(state, source, optimizers, augment_pipe, loss, extras
     """
     if state is None:
         return Progress()
-    for network, opt in optimizers.items():
-        opt.load_state_dict(state['optimizers'][network])
-    if augment_pipe is not None and hasattr(augment_pipe, 'p') and state.get('augment_p') is not None:
-        augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
-    per_rank = state['loss_state']
-    loss.load_state_dict(per_rank[rank] if rank < len(per_rank) else per_rank[0])
-    if extras:
-        _load_extra_module_states(extras, state.get('extra_modules', {}), source)
+    try:
+        for network, opt in optimizers.items():
+            opt.load_state_dict(state['optimizers'][network])
+        if augment_pipe is not None and hasattr(augment_pipe, 'p') and state.get('augment_p') is not None:
+            augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
+        per_rank = state['loss_state']
+        loss.load_state_dict(per_rank[rank] if rank < len(per_rank) else per_rank[0])
+        if extras:
+            _load_extra_module_states(extras, state.get('extra_modules', {}), source)
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
+        # The optimisers or the loss were built differently (e.g. a plug-in switched on or off since).
+        current = f'{type(loss).__module__}.{type(loss).__qualname__}'
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainingError(f'--resume: {source} does not fit this run (saved with loss {state.get("loss_class")}, this run '
+                            f'uses {current}: {first_line}); resume with the options the run was trained with') from None
     window = state.get('ada_window')
     return Progress(cur_nimg=int(state['cur_nimg']), cur_tick=int(state['cur_tick']), batch_idx=int(state['batch_idx']),
                     ada_window=None if window is None else tuple(window))
@@ -677,7 +744,16 @@ def stop_if_diverged(loss, phases, kimg, num_gpus, device, last_snapshot, batch_
         kimg -= (loss.batch_idx - bad_idx) * batch_size / 1000
         kept = f'last good snapshot: {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
         raise TrainingDiverged(f'Loss became NaN/inf in phase {bad_phase} at kimg {kimg:.3f}; training stopped ({kept}). '
-                               f'Try a lower learning rate, a larger --gamma or --fp32.')
+                               f'{divergence_hint(loss)}')
+
+
+def divergence_hint(loss):
+    """What a user can change after a NaN/inf loss, naming only train.py options that exist (with the plug-in's weights)."""
+    options = getattr(type(loss), 'options', None)
+    settings = getattr(options, 'settings', ())
+    weights = [s.flag for s in settings if s.type is float and ('weight' in s.kwarg or s.kwarg.startswith('lambda'))]
+    plugin = f', smaller {" / ".join(weights)}' if weights else ''
+    return f'Try a larger --gamma, a larger --batch{plugin}, or --fp32 (on CUDA), then resume from the last good snapshot.'
 
 
 def gather_ada_signs(ada_stats, window):
@@ -896,7 +972,10 @@ def training_loop(
     # --- Set-up --------------------------------------------------------------------------------
     clock = TickClock.starting_now()
     device = torch.device(device)
-    sub_kimg = kimg_per_tick < 1  # ticks shorter than 1 kimg: file names carry the exact image count
+    # Snapshots and grids less than 1 kimg apart (or a run ending mid-kimg) could share a whole-kimg name, so
+    # their names carry the exact image count instead; other runs keep upstream's names.
+    snapshot_intervals = [ticks * kimg_per_tick for ticks in (image_snapshot_ticks, network_snapshot_ticks) if ticks is not None]
+    sub_kimg = any(interval < 1 for interval in snapshot_intervals) or total_kimg != int(total_kimg)
     setup_process(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
     is_main = rank == 0
     say = print if is_main else (lambda *args, **kwargs: None)

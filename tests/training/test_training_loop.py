@@ -76,12 +76,12 @@ def test_run_writes_grids_snapshot_state_and_stats(tmp_path, image_dir):
     run_dir = tmp_path / 'run'
     last = tl.training_loop(**loop_kwargs(run_dir, image_dir, total_kimg=0.016, image_snapshot_ticks=1))
     names = set(os.listdir(run_dir))
-    assert {'reals.png', 'fakes_init.png', 'fakes000000.png', 'stats.jsonl',
-            'network-snapshot-000000.pkl', 'training-state-000000.pt'} <= names
+    assert {'reals.png', 'fakes_init.png', 'fakes000000.016.png', 'stats.jsonl',
+            'network-snapshot-000000.016.pkl', 'training-state-000000.016.pt'} <= names
     assert not any('.tmp' in name for name in names)  # atomic writes leave no temp files
-    assert last == str(run_dir / 'network-snapshot-000000.pkl')
+    assert last == str(run_dir / 'network-snapshot-000000.016.pkl')
 
-    grid = PIL.Image.open(run_dir / 'fakes000000.png')
+    grid = PIL.Image.open(run_dir / 'fakes000000.016.png')
     assert grid.size == (32 * 16, 32 * 16) and grid.mode == 'RGB'  # gw=gh=32 at 16 px
 
     snapshot = load_snapshot(last)
@@ -94,10 +94,10 @@ def test_run_writes_grids_snapshot_state_and_stats(tmp_path, image_dir):
     images = loaded['G_ema'](torch.randn(2, 32), torch.zeros(2, 0), noise_mode='const')
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
-    state = torch.load(run_dir / 'training-state-000000.pt', weights_only=True)
+    state = torch.load(run_dir / 'training-state-000000.016.pt', weights_only=True)
     assert state['format'] == tl.TRAINING_STATE_FORMAT
     assert state['cur_nimg'] == 16 and state['batch_idx'] == 2 and state['cur_tick'] == 2
-    assert state['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert state['snapshot_pkl'] == 'network-snapshot-000000.016.pkl'
     assert set(state['optimizers']) == {'G', 'D'}
 
     records = read_jsonl(run_dir / 'stats.jsonl')
@@ -113,7 +113,7 @@ def test_resume_latest_continues_exactly(tmp_path, image_dir):
     outdir = tmp_path / 'runs'
     tl.training_loop(**loop_kwargs(outdir / '00000-first', image_dir, total_kimg=0.024))
     state_path = tl.find_latest_training_state(str(outdir))
-    assert state_path == str(outdir / '00000-first' / 'training-state-000000.pt')
+    assert state_path == str(outdir / '00000-first' / 'training-state-000000.024.pt')
     assert torch.load(state_path, weights_only=True)['cur_nimg'] == 24
     resumed = tl.training_loop(**loop_kwargs(outdir / '00001-second', image_dir, resume_state=state_path))
 
@@ -127,13 +127,13 @@ def test_resume_latest_continues_exactly(tmp_path, image_dir):
     ticks = [(r['Progress/tick']['mean'], r['Progress/kimg']['mean'])
              for r in read_jsonl(outdir / '00001-second' / 'stats.jsonl')]
     assert ticks == [(2, pytest.approx(0.048))]
-    state = torch.load(outdir / '00001-second' / 'training-state-000000.pt', weights_only=True)
+    state = torch.load(outdir / '00001-second' / 'training-state-000000.048.pt', weights_only=True)
     assert state['cur_nimg'] == 48 and state['cur_tick'] == 3
 
     # The newest run wins.
     assert tl.find_latest_training_state(str(outdir)).startswith(str(outdir / '00001-second'))
     with pytest.raises(tl.TrainingError, match='already at 0.0 kimg'):
-        tl.training_loop(**loop_kwargs(outdir / '00002-third', image_dir, resume_state=str(outdir / '00001-second' / 'training-state-000000.pt')))
+        tl.training_loop(**loop_kwargs(outdir / '00002-third', image_dir, resume_state=str(outdir / '00001-second' / 'training-state-000000.048.pt')))
 
 #----------------------------------------------------------------------------
 
@@ -193,13 +193,13 @@ def test_toy_plugin_module_is_optimised_saved_and_restored(tmp_path, image_dir):
     assert first.seen_batches == [0, 1, 2]
     assert not torch.equal(first.head.weight.detach(), first.head_at_first_minibatch)  # optimised with D
 
-    snapshot = load_snapshot(first_dir / 'network-snapshot-000000.pkl')
+    snapshot = load_snapshot(first_dir / 'network-snapshot-000000.024.pkl')
     assert tuple(snapshot)[:5] == tl.SNAPSHOT_KEYS and set(snapshot) - set(tl.SNAPSHOT_KEYS) == {'toy'}
     torch.testing.assert_close(snapshot['toy']['head']['weight'], first.head.weight.detach())
     assert 'head' not in ''.join(snapshot['D'].state_dict())  # D's state_dict stays StyleGAN2-ADA's
     assert (first_dir / 'toy-000000.png').exists()
 
-    state_path = first_dir / 'training-state-000000.pt'
+    state_path = first_dir / 'training-state-000000.024.pt'
     state = torch.load(state_path, weights_only=True)
     assert int(state['loss_state'][0]['odd_steps']) == 1
     torch.testing.assert_close(state['extra_modules']['head']['weight'], first.head.weight.detach())
@@ -215,7 +215,7 @@ def test_toy_plugin_module_is_optimised_saved_and_restored(tmp_path, image_dir):
 
     # Weights-only resume from the pickle also restores the plug-in module.
     tl.training_loop(**loop_kwargs(tmp_path / '00002-toy', image_dir, loss_kwargs=loss_kwargs, total_kimg=0.008,
-                                   network_snapshot_ticks=None, resume_pkl=str(first_dir / 'network-snapshot-000000.pkl')))
+                                   network_snapshot_ticks=None, resume_pkl=str(first_dir / 'network-snapshot-000000.024.pkl')))
     torch.testing.assert_close(ToyPluginLoss.instances[-1].head_at_first_minibatch, first.head.weight.detach())
 
 
@@ -236,7 +236,7 @@ def test_nan_guard_stops_and_keeps_last_good_snapshot(tmp_path, image_dir):
         tl.training_loop(**kwargs)
     message = str(info.value)
     assert '\n' not in message
-    assert 'phase Dmain at kimg 0.016' in message and 'network-snapshot-000000.pkl' in message
+    assert 'phase Dmain at kimg 0.016' in message and 'network-snapshot-000000.016.pkl' in message
     records = read_jsonl(run_dir / 'stats.jsonl')
     assert [r['Progress/kimg']['mean'] for r in records] == pytest.approx([0.008, 0.016])  # nothing after the NaN
 
@@ -272,7 +272,7 @@ def test_metrics_hook_runs_at_snapshots(tmp_path, image_dir):
     run_dir = tmp_path / 'metrics'
     tl.training_loop(**loop_kwargs(run_dir, image_dir, total_kimg=0.008, metrics=['pix_div1k']))
     (record,) = read_jsonl(run_dir / 'metric-pix_div1k.jsonl')
-    assert record['metric'] == 'pix_div1k' and record['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert record['metric'] == 'pix_div1k' and record['snapshot_pkl'] == 'network-snapshot-000000.008.pkl'
     assert all(np.isfinite(value) for value in record['results'].values())
 
 #----------------------------------------------------------------------------
