@@ -128,8 +128,19 @@ def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
     line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
     print(line)
     if run_dir is not None and os.path.isdir(run_dir):
-        with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'at') as f:
-            f.write(line + '\n')
+        _append_line_atomically(os.path.join(run_dir, f'metric-{metric}.jsonl'), line)
+
+
+def _append_line_atomically(path, line):
+    # The file is small (one line per snapshot), so rewriting it whole is cheap, and a full disk or a kill
+    # mid-write then leaves the earlier records intact instead of a torn last line.
+    previous = b''
+    if os.path.exists(path):
+        with open(path, 'rb') as f:
+            previous = f.read()
+        if previous and not previous.endswith(b'\n'):
+            previous += b'\n'
+    dnnlib.util.write_atomically(path, lambda f: f.write(previous + (line + '\n').encode('utf-8')))
 
 #----------------------------------------------------------------------------
 # Upstream metrics (same names, sizes and result keys as stylegan2-ada-pytorch).

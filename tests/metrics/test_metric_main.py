@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+import dnnlib
 from metrics import metric_main, metric_utils
 
 from .standins import ToyGenerator, toy_dataset_kwargs
@@ -83,3 +84,22 @@ def test_check_metrics_available(offline, standin_dir, tmp_path, monkeypatch):
 def test_unknown_metric_is_rejected():
     with pytest.raises(ValueError, match='unknown metric'):
         metric_main.check_metrics_available(['fid'])
+
+
+def test_report_metric_keeps_earlier_records_when_the_disk_fills(tmp_path, monkeypatch, capsys):
+    result = dict(results=dict(fid50k_full=12.5), metric='fid50k_full', total_time=1.0, total_time_str='1s', num_gpus=1)
+    metric_main.report_metric(result, run_dir=str(tmp_path), snapshot_pkl=str(tmp_path / 'a.pkl'))
+    path = tmp_path / 'metric-fid50k_full.jsonl'
+    before = path.read_bytes()
+    real_write_atomically = dnnlib.util.write_atomically
+
+    def disk_full(target, write_fn, mode='wb'):
+        def torn(f):
+            f.write(b'{"results": {"fid')
+            raise OSError(28, 'No space left on device')
+        return real_write_atomically(target, torn, mode)
+    monkeypatch.setattr(dnnlib.util, 'write_atomically', disk_full)
+    with pytest.raises(OSError):
+        metric_main.report_metric(result, run_dir=str(tmp_path), snapshot_pkl=str(tmp_path / 'b.pkl'))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['metric-fid50k_full.jsonl']
