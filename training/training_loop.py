@@ -504,8 +504,8 @@ def read_snapshot(source):
     with dnnlib.util.open_url(source) as f:
         try:
             return legacy.load_network_pkl(f)
-        except legacy.NetworkPickleError as err:
-            raise TrainingError(f'--resume: {source}: {err}') from None
+        except ValueError as err:  # NetworkPickleError, a TensorFlow-era pickle, a pickle that holds no networks
+            raise TrainingError(f'--resume: {source}: {" ".join(str(err).split())}') from None
 
 
 def load_snapshot_weights(source, nets, loss, extras, exact, say=print):

@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import PIL.Image
@@ -210,17 +211,35 @@ def test_weights_only_resume_names_every_tensor_it_could_not_copy(tmp_path, imag
         tl._copy_resumed_weights(shallow, networks.Generator(c_dim=0, img_resolution=16, img_channels=3, **deeper), 'G', exact=True)
 
 
+def tensorflow_era_pickle_bytes():
+    """A dict of networks whose class is the TensorFlow releases' dnnlib.tflib.network.Network."""
+    class Network(dict):
+        pass
+    stand_in = types.ModuleType('tf_stand_in_xyz')
+    stand_in.Network = Network
+    Network.__module__, Network.__qualname__ = stand_in.__name__, 'Network'
+    sys.modules[stand_in.__name__] = stand_in  # pickle looks the class up by its module while writing
+    try:
+        data = pickle.dumps(dict(G=Network(), D=Network(), Gs=Network()), protocol=2)
+    finally:
+        del sys.modules[stand_in.__name__]
+    return data.replace(b'tf_stand_in_xyz', b'dnnlib.tflib.network')
+
+
 @pytest.mark.parametrize('content, cause', [
     (b'', 'empty or ends early'),
     (None, 'ends early'),  # the first half of a real snapshot
     (foreign_pickle_bytes(), 'refers to code that is not available here'),
     (b'this is no pickle at all', 'not a pickle'),
+    ('tensorflow', 'TensorFlow-era network pickles are not supported'),
 ])
 def test_unreadable_resume_pickles_are_one_line(tmp_path, baseline_run, content, cause):
     path = tmp_path / 'bad.pkl'
     if content is None:
         whole = (baseline_run / 'network-snapshot-000000.008.pkl').read_bytes()
         content = whole[:len(whole) // 2]
+    elif content == 'tensorflow':
+        content = tensorflow_era_pickle_bytes()
     path.write_bytes(content)
     with pytest.raises(tl.TrainingError) as info:
         tl.read_snapshot(str(path))
