@@ -158,8 +158,18 @@ def load_training_state(path):
     """Read a training-state file; returns (state dict, path of the matching network snapshot)."""
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-        raise TrainingError(f'Cannot read training state {path}: {err}') from err
+    except FileNotFoundError:
+        raise
+    except EOFError:
+        raise TrainingError(f'Cannot read training state {path}: the file is empty or cut short; resume from an earlier '
+                            f'training-state file of the run') from None
+    except pickle.UnpicklingError:
+        raise TrainingError(f'Cannot read training state {path}: it holds more than tensors and plain data, so it was '
+                            f'not written by train.py; pass a training-state-*.pt of a run') from None
+    except (OSError, RuntimeError, ValueError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainingError(f'Cannot read training state {path} ({first_line}); resume from another training-state '
+                            f'file of the run') from None
     if not isinstance(state, dict) or state.get('format') != TRAINING_STATE_FORMAT:
         raise TrainingError(f'{path} is not a training-state file written by this code (format {TRAINING_STATE_FORMAT})')
     snapshot = os.path.join(os.path.dirname(path), state['snapshot_pkl'])

@@ -170,6 +170,20 @@ def test_unreadable_resume_pickles_are_one_line(sub_kimg_run, data16, tmp_path, 
     assert run_dirs(outdir) == []
 
 
+@pytest.mark.parametrize('content, cause', [
+    (b'', 'the file is empty or cut short'),
+    (b'PK\x03\x04 cut short', 'Cannot read training state'),
+    (pickle.dumps({'format': open}), 'it holds more than tensors and plain data'),
+])
+def test_unreadable_training_states_are_one_line(tmp_path, content, cause):
+    state = tmp_path / '00000-run' / 'training-state-000001.pt'
+    state.parent.mkdir()
+    state.write_bytes(content)
+    line = error_line(invoke(train.main, [f'--outdir={tmp_path / "runs"}', f'--resume={state}']))
+    assert str(state) in line and cause in line
+    assert run_dirs(tmp_path / 'runs') == []
+
+
 def test_a_replaced_snapshot_beside_its_state_is_refused(sub_kimg_run, tmp_path):
     _, run = sub_kimg_run
     state = str(run / 'training-state-000000.544.pt')
