@@ -23,6 +23,7 @@ Otherwise the phase runs uncaptured, after one line that says why.
 
 import contextlib
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -61,8 +62,19 @@ def capture_blockers(loss, run_phase, device):
     """
     reasons = []
     before = _host_random_states(loss, device)
-    with sync_free.count_device_reads() as counted:
-        run_phase()
+    on_cuda = torch.device(device).type == 'cuda'
+    with sync_free.count_device_reads() as counted, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        if on_cuda:
+            torch.cuda.set_sync_debug_mode('warn')  # also flags synchronising ops that Python never sees (nonzero, ...)
+        try:
+            run_phase()
+        finally:
+            if on_cuda:
+                torch.cuda.set_sync_debug_mode('default')
+    syncs = [w for w in caught if 'synchroniz' in str(w.message)]
+    if syncs and not counted.reads:
+        reasons.append(f'it synchronises with the device ({len(syncs)} times, e.g. {str(syncs[0].message)[:80]})')
     if counted.reads:
         names = sorted(set(counted.reads))
         reasons.append(f'it reads device values on the host ({len(counted.reads)} reads: {", ".join(names)})')
@@ -91,7 +103,7 @@ class GraphedLoss:
         if device.type != 'cuda':
             raise ValueError(f'CUDA graphs need a CUDA device, not {device}')
         self.__dict__.update(_loss=loss, _modules=list(modules), _device=device, _warmup=int(warmup), _say=say,
-                             _graphs={}, _uncaptured=set(), _pool=None)
+                             _graphs={}, _uncaptured=set())
 
     def __getattr__(self, name):
         return getattr(self._loss, name)
@@ -192,12 +204,16 @@ class GraphedLoss:
         entry.inputs = inputs
         # Parameters the phase never reaches keep grad None (so Adam skips them, as without graphs).
         entry.grads = [(p, torch.zeros_like(p)) for p in reached]
-        with self._undone(params):
-            self._attach_grads(entry)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.graph(entry.graph, pool=self._pool):
-                call()
+        try:
+            with self._undone(params):
+                self._attach_grads(entry)
+                # A private memory pool per graph: phases replay in varying orders (Greg every 4th minibatch, ...).
+                with torch.cuda.graph(entry.graph):
+                    call()
+        except RuntimeError as err:
+            self._uncaptured.add(key)
+            self._say(f'CUDA graphs: phase {phase} runs uncaptured: the capture failed ({str(err).splitlines()[0][:120]}).')
+            return None
         self._graphs[key] = entry
         self._say(f'CUDA graphs: captured phase {phase} (chunk of {tensors[0].shape[0]} images, {len(reached)} trained tensors).')
         return entry
