@@ -25,7 +25,8 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
       G: softplus(-Dpatch(G(w0))) + lambda_G * KL(softmax(C) || softmax(cos of synthesis features))
       D: softplus(-Dpatch(x)) + softplus(Dpatch(G(w0))) + lambda_D * KL(softmax(C) || softmax(cos of proj(d1)))
     With patch discrimination off the ordinary full-image adversarial terms stay and the distance
-    terms are added to them. R1 and path length always act on the ordinary full-image outputs.
+    terms are added to them; with keep_full_adv they stay beside the patch terms as well. R1 and path
+    length always act on the ordinary full-image outputs.
     All MixDL random draws come from a private generator, so when every MixDL term is zero the run
     consumes torch's global RNG exactly like StyleGAN2Loss does.
 
@@ -36,6 +37,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
       interval:             every n-th minibatch (by index) is a MixDL minibatch.
       patch_discrimination: patch logits instead of full-image logits on MixDL minibatches.
       patch_head:           'lrelu' or 'linear' patch heads (see heads.PatchHead).
+      keep_full_adv:        also apply the ordinary full-image adversarial terms on MixDL minibatches.
     """
 
     options = OPTIONS
@@ -57,6 +59,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         self.interval = settings['interval']
         self.patch_discrimination = settings['patch_discrimination']
         self.patch_head = settings['patch_head']
+        self.keep_full_adv = settings['keep_full_adv']
         self.batch_idx = 0
 
         self.synthesis_layers = synthesis_conv_names(G_synthesis)
@@ -196,10 +199,10 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         return total
 
     def _generator_mixdl(self, phase, gen_z, gen_c, gain):
-        if not self.patch_discrimination:
-            # Ordinary full-image adversarial term; the distance term is added below.
+        if self.keep_full_adv or not self.patch_discrimination:
+            # Ordinary full-image adversarial term; the MixDL terms are added below.
             super().accumulate_gradients('Gmain', None, None, gen_z, gen_c, gain)
-            if self.lambda_G == 0:
+            if not self.patch_discrimination and self.lambda_G == 0:
                 return
         with torch.autograd.profiler.record_function('Gmixdl_forward'):
             coefs = self.draw_coefficients(gen_z.shape[0])
@@ -211,16 +214,17 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
             total.mul(gain).backward()
 
     def _discriminator_mixdl(self, phase, real_img, real_c, gen_z, gen_c, gain):
-        if not self.patch_discrimination:
+        if self.keep_full_adv or not self.patch_discrimination:
             super().accumulate_gradients('Dmain', real_img, real_c, gen_z, gen_c, gain)
-            if self.lambda_D == 0:
+            if not self.patch_discrimination and self.lambda_D == 0:
                 return
         with torch.autograd.profiler.record_function('Dmixdl_forward'):
             coefs = self.draw_coefficients(gen_z.shape[0])
             terms = self.discriminator_terms(real_img, real_c, gen_z, gen_c, coefs, distance=self.lambda_D > 0,
                                              patch=self.patch_discrimination)
-            if 'real_logits' in terms:
-                # Full-image real logits come for free with the patch terms and keep ADA's sign statistic fed.
+            if 'real_logits' in terms and not self.keep_full_adv:
+                # Full-image real logits come for free with the patch terms and keep ADA's sign statistic fed
+                # (with keep_full_adv the ordinary D term has reported them already).
                 training_stats.report('Loss/scores/real', terms['real_logits'])
                 training_stats.report('Loss/signs/real', terms['real_logits'].sign())
             total = self._report_and_weigh(terms, {'D_dist': self.lambda_D, 'D_patch_fake': 1, 'D_patch_real': 1})

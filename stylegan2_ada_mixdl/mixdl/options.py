@@ -24,6 +24,8 @@ OPTIONS = PluginOptions(
                      help='Patch-level discrimination for mixup images'),
         PluginOption(name='mixdl_patch_head', kwarg='patch_head', default='lrelu', type=str, choices=PATCH_HEADS,
                      tag='head', help='Patch head after its 3x3 conv: biased leaky ReLU (as the authors) or linear'),
+        PluginOption(name='mixdl_keep_adv', kwarg='keep_full_adv', default=False, type=bool, tag='adv',
+                     help='Keep the full-image adversarial terms on MixDL minibatches too (the authors drop them)'),
     ),
     renamed={'mixdl_interval': 'interval', 'mixdl_seed': 'seed'},
 )

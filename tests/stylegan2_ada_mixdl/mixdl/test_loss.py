@@ -142,11 +142,11 @@ def test_all_terms_off_matches_baseline_gradients_exactly():
             assert torch.equal(baseline[key][name], mixdl[key][name]), (key, name)
 
 
-@pytest.mark.parametrize('patch', [True, False])
-def test_mixdl_phases_report_their_terms(patch):
+@pytest.mark.parametrize('patch,keep', [(True, False), (False, False), (True, True)])
+def test_mixdl_phases_report_their_terms(patch, keep):
     from torch_utils import training_stats
     G, D = _networks()
-    loss = _make_loss(G, D, patch_discrimination=patch, lambda_G=1000, lambda_D=1)
+    loss = _make_loss(G, D, patch_discrimination=patch, lambda_G=1000, lambda_D=1, keep_full_adv=keep)
     collector = training_stats.Collector(regex='Loss/.*')
     inputs = _inputs()
     loss.begin_minibatch(0)
@@ -161,7 +161,7 @@ def test_mixdl_phases_report_their_terms(patch):
     assert {'Loss/mixdl/G_dist', 'Loss/mixdl/D_dist', 'Loss/r1_penalty', 'Loss/pl_penalty'} <= names
     patch_names = {'Loss/mixdl/G_patch', 'Loss/mixdl/D_patch_real', 'Loss/mixdl/D_patch_fake'}
     assert (patch_names <= names) == patch
-    assert ('Loss/G/loss' in names) == (not patch)  # the ordinary adversarial term only without patches
+    assert ('Loss/G/loss' in names) == (not patch or keep)  # the ordinary term: without patches or when kept
     assert 'Loss/signs/real' in names  # ADA keeps its statistic either way
     # Only MixDL's own names: a NaN another test reported under a shared name stays in that name's running sum.
     for name in {n for n in names if n.startswith('Loss/mixdl/')}:
@@ -238,6 +238,34 @@ def test_raising_a_lambda_by_one_adds_exactly_its_term_gradient(phase, lambda_na
     assert any(g.abs().sum() > 0 for g in term_grads)
     for g1, g2, t in zip(grads[1.0], grads[2.0], term_grads):
         torch.testing.assert_close(g2 - g1, t, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize('phase', ['Gmain', 'Dmain'])
+def test_keep_full_adv_adds_exactly_the_full_image_adversarial_gradient(phase):
+    G, D = _networks()
+    module = G if phase == 'Gmain' else D
+    inputs = _inputs()
+    loss = _make_loss(G, D, keep_full_adv=True)
+    state = loss.stream.get_state()
+    both = _phase_grads(loss, phase, module, state, inputs)
+    # Reference: the ordinary term, then the patch-only MixDL term continuing the same global stream
+    # (synthesis noise is drawn from it), accumulated into the same gradients.
+    baseline = _make_loss(G, D, cls=StyleGAN2Loss)
+    loss.keep_full_adv = False
+    loss.stream.set_state(state)
+    _all_trainable(module)
+    torch.manual_seed(5)
+    baseline.begin_minibatch(0)
+    baseline.accumulate_gradients(phase, gain=1, **inputs)
+    full = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.parameters()]
+    loss.begin_minibatch(0)
+    loss.accumulate_gradients(phase, gain=1, **inputs)
+    module.requires_grad_(False)
+    reference = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.parameters()]
+    assert any(g.abs().sum() > 0 for g in full)
+    assert any((r - g).abs().sum() > 0 for r, g in zip(reference, full))
+    for b, r in zip(both, reference):
+        torch.testing.assert_close(b, r, rtol=1e-4, atol=1e-7)
 
 
 def test_configurations_naming_the_old_class_and_keywords_build_the_same_loss():

@@ -22,7 +22,7 @@ def test_the_loss_class_declares_this_table_and_its_dotted_name():
 def test_defaults_leave_the_baseline_untouched():
     opts = _parse([])
     assert opts == {'mixdl': False, 'mixdl_g': 1000.0, 'mixdl_d': 1.0, 'mixdl_alpha': 1.0, 'mixdl_coef': 'dirichlet',
-                    'mixdl_interval': 2, 'mixdl_patch': True, 'mixdl_patch_head': 'lrelu'}
+                    'mixdl_interval': 2, 'mixdl_patch': True, 'mixdl_patch_head': 'lrelu', 'mixdl_keep_adv': False}
     loss_kwargs = {'class_name': 'training.loss.StyleGAN2Loss', 'r1_gamma': 10}
     assert OPTIONS.configure(opts, loss_kwargs) == ''
     assert loss_kwargs == {'class_name': 'training.loss.StyleGAN2Loss', 'r1_gamma': 10}
@@ -33,7 +33,7 @@ def test_enabled_with_defaults():
     assert OPTIONS.configure(_parse(['--mixdl=1']), loss_kwargs) == '-mixdl'
     assert loss_kwargs == {'class_name': OPTIONS.loss_class, 'r1_gamma': 10, 'lambda_G': 1000.0, 'lambda_D': 1.0,
                            'mixup_alpha': 1.0, 'coef_kind': 'dirichlet', 'interval': 2,
-                           'patch_discrimination': True, 'patch_head': 'lrelu'}
+                           'patch_discrimination': True, 'patch_head': 'lrelu', 'keep_full_adv': False}
 
 
 def test_non_default_settings_appear_in_desc():
