@@ -91,3 +91,15 @@ def test_captured_phases_train_like_uncaptured_ones(tmp_path):
         for (name, a), b in zip(eager_nets[key].named_parameters(), graph_nets[key].parameters()):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m: f'{key}.{name}: {m}')
     torch.testing.assert_close(graph_pl, eager_pl, rtol=1e-4, atol=1e-6)
+
+
+def test_train_py_refuses_cuda_graphs_off_cuda(tmp_path, image_dir):  # noqa: F811
+    from click.testing import CliRunner
+    import train
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={image_dir}', '--device=cpu',
+                                             '--cuda-graphs=1', '--dry-run'], catch_exceptions=False)
+    assert result.exit_code != 0 and 'Traceback' not in result.output
+    assert '--cuda-graphs=1 needs a CUDA device (this run uses cpu)' in result.output
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={image_dir}', '--device=cpu', '--dry-run'],
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and '"cuda_graphs"' not in result.output  # off by default: not in the config
