@@ -30,7 +30,7 @@ STAT_PANELS = {
     'timing': lambda name: name in ('Timing/sec_per_kimg', 'Timing/sec_per_tick'),
 }
 
-_SNAPSHOT_KIMG = re.compile(r'network-snapshot-(\d+)\.pkl$')
+_SNAPSHOT_KIMG = re.compile(r'network-snapshot-(\d+(?:\.\d{3})?)\.pkl$')  # sub-kimg runs add '.NNN' images
 
 
 def _read_jsonl(path):
@@ -77,7 +77,7 @@ def load_metric_curves(run_dir):
             for key, value in record.get('results', {}).items():
                 if isinstance(value, (int, float)):
                     xs, ys = curves.setdefault(key, ([], []))
-                    xs.append(int(match.group(1)))
+                    xs.append(float(match.group(1)))
                     ys.append(value)
     for key, (xs, ys) in curves.items():
         order = sorted(range(len(xs)), key=xs.__getitem__)

@@ -6,6 +6,7 @@ the loss constructor resolves its keyword arguments through the same table, so e
 one default and one check wherever it comes from (the command line or a stored run configuration).
 """
 import dataclasses
+import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -60,8 +61,8 @@ class PluginOption:
             if self.choices is not None and value not in self.choices:
                 fail('one of ' + ', '.join(self.choices))
             return str(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
-            fail('a number')
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail('a finite number')
         if self.type is int and int(value) != value:
             fail('a whole number')
         if self.minimum is not None and (value <= self.minimum if self.minimum_open else value < self.minimum):

@@ -53,6 +53,15 @@ def test_curves_are_read_and_sorted(tmp_path):
     assert metrics['fid50k_full'] == ([0, 8], [300.0, 40.0])
 
 
+def test_sub_kimg_snapshot_names_give_fractional_kimg(tmp_path):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    with open(run_dir / 'metric-fid50k_full.jsonl', 'w') as f:
+        for name, fid in [('network-snapshot-000000.544.pkl', 90.0), ('network-snapshot-000001.088.pkl', 80.0)]:
+            f.write(json.dumps({'results': {'fid50k_full': fid}, 'metric': 'fid50k_full', 'snapshot_pkl': name}) + '\n')
+    assert plot.load_metric_curves(str(run_dir))['fid50k_full'] == ([0.544, 1.088], [90.0, 80.0])
+
+
 def test_panels_for_several_runs(tmp_path):
     _write_run(tmp_path / 'a')
     _write_run(tmp_path / 'b', offset=1)

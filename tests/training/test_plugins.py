@@ -78,7 +78,8 @@ TOY = PluginOptions(
 @pytest.mark.parametrize('kwargs,match', [
     (dict(weight=-1), r'--toy-weight \(weight\) must be >= 0, got -1: try --toy-weight=1 \(the default\)'),
     (dict(rate=0), r'--toy-rate \(rate\) must be > 0'),
-    (dict(rate=float('nan')), 'must be a number'),
+    (dict(rate=float('nan')), 'must be a finite number'),
+    (dict(rate=float('inf')), 'must be a finite number'),
     (dict(steps=2.5), 'must be a whole number'),
     (dict(steps=0), 'must be >= 1'),
     (dict(kind='c'), 'must be one of a, b'),
