@@ -1,5 +1,6 @@
 """Tests for bench/fewshot_compare.py's memorisation panel and option parsing (training itself is covered elsewhere)."""
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -81,12 +82,108 @@ def test_save_nearest_panel_reads_the_training_set_from_snapshot_kwargs(tmp_path
     assert 1 <= summary['nearest_distinct'] <= 5 and summary['nearest_rms_mean'] > 0
 
 
-@pytest.mark.parametrize('text, expected', [('baseline,mixdl', ['baseline', 'mixdl']), (' mixdl ', ['mixdl'])])
+@pytest.mark.parametrize('text, expected', [('baseline,mixdl', ['baseline', 'mixdl']), (' mixdl ', ['mixdl']),
+                                            ('mixdl_g100,baseline', ['mixdl_g100', 'baseline'])])
 def test_parse_arms_keeps_the_order_given(text, expected):
-    assert compare.parse_arms(text) == expected
+    arms = compare.parse_arms(text)
+    assert list(arms) == expected
+    assert arms['mixdl' if 'mixdl' in arms else expected[0]] == compare.ARMS['mixdl' if 'mixdl' in arms else expected[0]]
+
+
+def test_parse_arms_adds_custom_arms_with_their_options_after_the_named_ones():
+    arms = compare.parse_arms('baseline', ['g30=--mixdl=1  --mixdl-g=30', 'int4=--mixdl=1 --mixdl-interval=4'])
+    assert arms == {'baseline': [], 'g30': ['--mixdl=1', '--mixdl-g=30'], 'int4': ['--mixdl=1', '--mixdl-interval=4']}
+    assert compare.parse_arms('', ['solo=--mixdl=1']) == {'solo': ['--mixdl=1']}
+    assert compare.ARMS['mixdl_keepadv'] == ['--mixdl=1', '--mixdl-keep-adv=1']
 
 
 @pytest.mark.parametrize('text', ['baseline,baseline', 'styleganxl', ''])
 def test_parse_arms_refuses_unknown_or_repeated_names(text):
     with pytest.raises(SystemExit, match='--arms='):
         compare.parse_arms(text)
+
+
+@pytest.mark.parametrize('custom', [['g30'], ['g30='], ['bad name=--mixdl=1'], ['baseline=--mixdl=1']])
+def test_parse_arms_refuses_custom_arms_without_options_or_with_a_taken_label(custom):
+    with pytest.raises(SystemExit, match='--arm='):
+        compare.parse_arms('baseline', custom)
+
+
+def test_item_caps_and_sample_counts():
+    assert compare.parse_item_caps(None) == (None, {})
+    caps = compare.parse_item_caps('500,ppl_smooth1k=100')
+    assert caps == (500, {'ppl_smooth1k': 100})
+    assert compare.sample_counts(['fidelity_vgg1k', 'modes500', 'ppl_smooth1k'], caps) == \
+        {'fidelity_vgg1k': 500, 'modes500': 500, 'ppl_smooth1k': 100}
+    assert compare.sample_counts(['modes500', 'lpips_div1k'], (None, {'lpips_div1k': 2000})) == \
+        {'modes500': 500, 'lpips_div1k': 1000}
+    for bad in ('0', 'x', 'ppl_smooth1k=', 'a b=3'):
+        with pytest.raises(SystemExit, match='--item-cap='):
+            compare.parse_item_caps(bad)
+
+
+def test_snapshots_to_evaluate_reads_kimg_from_names_and_skips_kimg_0(tmp_path):
+    for name in ('network-snapshot-000000.pkl', 'network-snapshot-000002.pkl', 'network-snapshot-000001.pkl',
+                 'network-snapshot-000001.500.pkl', 'fakes000002.png'):
+        (tmp_path / name).write_bytes(b'')
+    found = compare.snapshots_to_evaluate(str(tmp_path))
+    assert list(found) == [1, 1.5, 2]
+    assert found[1.5].endswith('network-snapshot-000001.500.pkl')
+    assert list(compare.snapshots_to_evaluate(str(tmp_path), [2, 0])) == [0, 2]
+    with pytest.raises(SystemExit, match='no snapshot at kimg 3'):
+        compare.snapshots_to_evaluate(str(tmp_path), [3])
+
+
+def test_smoothness_cv_is_derived_from_mean_and_std():
+    out = compare.with_derived({'ppl_smooth1k_mean': 0.02, 'ppl_smooth1k_std': 0.005, 'lpips_div1k': 0.3})
+    assert out['ppl_smooth1k_cv'] == pytest.approx(0.25) and out['lpips_div1k'] == 0.3
+    assert 'pix_smooth1k_cv' not in out
+
+
+def _fake_run(tmp_path, label, sec_per_kimg):
+    run_dir = tmp_path / label
+    run_dir.mkdir()
+    (run_dir / 'stats.jsonl').write_text(
+        '\n'.join(json.dumps({'Timing/sec_per_kimg': {'num': 1, 'mean': v}}) for v in (sec_per_kimg, sec_per_kimg + 2)))
+    return dict(run_dir=str(run_dir), seconds=90.0, fakes=f'{label}-fakes.png', strip=f'{label}-interp.png',
+                nearest=f'{label}-nearest.png', panel=dict(nearest_distinct=7, nearest_rms_mean=0.3))
+
+
+def test_report_has_commands_curves_and_a_table_per_snapshot(tmp_path):
+    arms = compare.parse_arms('baseline', ['g100=--mixdl=1 --mixdl-g=100'])
+    runs = {'baseline': _fake_run(tmp_path, 'baseline', 40.0), 'g100': _fake_run(tmp_path, 'g100', 50.0)}
+    curves = {'baseline': {1: {'fidelity_vgg1k_precision': 0.5, 'lpips_div1k': 0.25},
+                           2: {'fidelity_vgg1k_precision': 0.625, 'lpips_div1k': 0.3}},
+              'g100': {1: {'fidelity_vgg1k_precision': 0.125, 'lpips_div1k': 0.375},
+                       2: {'fidelity_vgg1k_precision': 0.75, 'lpips_div1k': 0.4375}}}
+    info = dict(data='obama/', images=10, res=32, cfg='fewshot', kimg=2, seed=7, device='cpu', smoke=False,
+                counts={'fidelity_vgg1k': 500, 'lpips_div1k': 250}, command='python bench/fewshot_compare.py --x=1',
+                train_command='python train.py --outdir=<outdir>/<arm> --kimg=2 --seed=7')
+    path = tmp_path / 'report.md'
+    compare.write_report(str(path), info, arms, runs, curves)
+    text = path.read_text()
+    lines = text.splitlines()
+    assert '10 training images' in text and 'seed 7' in text and '2 kimg per arm' in text
+    assert 'fidelity_vgg1k 500, lpips_div1k 250' in text
+    assert '    python bench/fewshot_compare.py --x=1' in lines
+    assert '    python train.py --outdir=<outdir>/<arm> --kimg=2 --seed=7' in lines
+    assert '    python train.py --outdir=<outdir>/<arm> --kimg=2 --seed=7 --mixdl=1 --mixdl-g=100' in lines
+    # Curve table: a row per arm, a column per kimg.
+    start = lines.index('`fidelity_vgg1k_precision` (higher is better)')
+    assert lines[start + 2] == '| arm | kimg 1 | kimg 2 |'
+    assert lines[start + 4] == '| baseline | 0.5000 | 0.6250 |'
+    assert lines[start + 5] == '| g100 | 0.1250 | 0.7500 |'
+    # One table per snapshot: a row per metric, a column per arm.
+    assert '| kimg 2: metric | better | baseline | g100 |' in lines
+    assert '| lpips_div1k | higher | 0.3000 | 0.4375 |' in lines
+    assert '| Timing/sec_per_kimg (mean over ticks) | 41.0 | 51.0 |' in lines
+    assert '| nearest_distinct | 7 | 7 |' in lines
+    assert not list(tmp_path.glob('.report.md.*'))  # written through a temporary name
+
+
+def test_results_json_keeps_curves_by_kimg(tmp_path):
+    runs = {'baseline': _fake_run(tmp_path, 'baseline', 40.0)}
+    path = tmp_path / 'results.json'
+    compare.write_results(str(path), {'baseline': {1.5: {'modes500': 4}}}, runs)
+    data = json.loads(path.read_text())
+    assert data['baseline']['curves'] == {'1.5': {'modes500': 4}} and data['baseline']['panel']['nearest_distinct'] == 7
