@@ -23,6 +23,7 @@ def test_grid_option_sets_the_loops_grid_size(tmp_path, value, expected):
     result, config = train_dry_run(tmp_path, *([f'--grid={value}'] if value else []))
     assert result.exit_code == 0, result.output
     assert config['grid_size'] == expected  # default on CPU: at most 8x4
+    assert f'Image grids:    {expected[0]}x{expected[1]} (grid-seeds.json lists their seeds)' in result.output
 
 
 @pytest.mark.parametrize('value, message', [('3y', "is not WIDTHxHEIGHT; write e.g. --grid=8x4"),
