@@ -54,9 +54,12 @@ def test_run_records_grid_seeds_and_generate_py_redraws_a_cell(tmp_path, image_d
     assert result.exit_code == 0, result.output
     redrawn = np.asarray(PIL.Image.open(out / f'seed{cell["seed"]:04d}.png'))
     y, x = cell['y'] * 16, cell['x'] * 16
-    assert np.array_equal(redrawn, grid[y:y + 16, x:x + 16])
+    # Equal up to float rounding: the grid renders a batch, generate.py one image, and the last bit of a
+    # convolution can differ between the two, moving a pixel across a grey-level boundary.
+    difference = np.abs(redrawn.astype(int) - grid[y:y + 16, x:x + 16])
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
     neighbour = grid[y:y + 16, x - 16:x]
-    assert not np.array_equal(redrawn, neighbour)  # the cells differ, so the equality above pins the seed
+    assert np.abs(redrawn.astype(int) - neighbour).mean() > 2  # cells differ, so the match above pins the seed
 
 
 def test_conditional_grid_records_each_cells_class(tmp_path):
