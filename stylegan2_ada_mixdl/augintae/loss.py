@@ -115,13 +115,19 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
         self.ranges = augment_ranges(settings['aug_preset'], settings['aug_strength'], int(G_synthesis.img_channels))
         self.encoder = Encoder.like_discriminator(D, w_dim=G_synthesis.w_dim).to(self.device)
         self.stream = PrivateStream(_STREAM_OFFSET, augintae_seed)
-        self.k = 1.0                                     # dynamic adversarial factor, training state
+        # The dynamic adversarial factor lives on the device, so updating it never waits for the device.
+        self._k = torch.ones([], dtype=torch.float64, device=self.device)
         self._d_sums = torch.zeros([3], dtype=torch.float64, device=self.device)  # sum D(real), sum D(fake), count
         self._preview = None
         self._fakes_for_D = []                           # the G phase's decoded images, per round, for the D phase
 
     def extra_modules(self):
         return {ENCODER_KEY: self.encoder}
+
+    @property
+    def k(self) -> float:
+        """The dynamic adversarial factor (reads it from the device)."""
+        return float(self._k)
 
     # --- The autoencoder pass ------------------------------------------------------------------
 
@@ -174,14 +180,15 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
         self._apply_k_update()
 
     def _apply_k_update(self):
-        # D scores of the previous minibatch's D phase, summed over its rounds (and processes).
+        # D scores of the previous minibatch's D phase, summed over its rounds (and processes); a
+        # minibatch without a D phase (count 0) leaves k alone.
         sums = self._d_sums
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             sums = sums.clone()
             torch.distributed.all_reduce(sums)
-        real_sum, fake_sum, count = sums.tolist()
-        if count > 0:
-            self.k = update_k(self.k, real_sum / count, fake_sum / count, rate=self.k_rate)
+        count = sums[2].clamp(min=1)
+        updated = update_k(self._k, sums[0] / count, sums[1] / count, rate=self.k_rate)
+        self._k.copy_(torch.where(sums[2] > 0, updated, self._k))
         self._d_sums.zero_()
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain):
@@ -189,7 +196,7 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
             raise ValueError(f'Unknown phase {phase!r}; expected one of {sorted(self._TERMS_BY_PHASE)}')
         x = real_img.detach()
         if self._preview is None:
-            self._preview = x[:_SNAPSHOT_ROWS].cpu()
+            self._preview = x[:_SNAPSHOT_ROWS].clone()  # stays on the device until a snapshot needs it
         if phase in ('Gmain', 'Gboth'):
             self._generator_step(phase, x, real_c, gain)
         if phase in ('Dmain', 'Dboth'):
@@ -211,8 +218,8 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
                 seeds = seeds[:len(x)] + seeds[len(x):]
                 training_stats.report('Loss/AugIntAE/seed_recon', seeds)
                 total = total + self.seed_recon_weight * seeds.mean()
-            training_stats.report('Loss/AugIntAE/k', torch.full([1], self.k, device=self.device))
-            if self.adv_weight > 0 and self.k > 0:
+            training_stats.report('Loss/AugIntAE/k', self._k.reshape(1))
+            if self.adv_weight > 0:
                 adv = 0
                 for fake in fakes:
                     logits = self.run_D(fake, c).logits.squeeze(1)
@@ -220,7 +227,7 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
                 gamma = balance_gamma(recon, adv, fakes)
                 training_stats.report('Loss/AugIntAE/adv', adv)
                 training_stats.report('Loss/AugIntAE/gamma', gamma)
-                weighted = self.adv_weight * self.k * gamma * adv
+                weighted = self.adv_weight * self._k.to(adv.dtype) * gamma * adv
                 self.watch_finite(phase, weighted)
                 total = total + weighted.mean()
             training_stats.report('Loss/G/loss', total)
@@ -269,13 +276,13 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
 
     def state_dict(self):
         state = super().state_dict()
-        state['augintae_k'] = float(self.k)
+        state['augintae_k'] = self.k
         state['augintae_d_sums'] = self._d_sums.detach().cpu().clone()
         return state
 
     def load_state_dict(self, state):
         state = dict(state)
-        self.k = float(state.pop('augintae_k', 1.0))
+        self._k.fill_(float(state.pop('augintae_k', 1.0)))
         if 'augintae_d_sums' in state:
             self._d_sums.copy_(torch.as_tensor(state.pop('augintae_d_sums'), dtype=torch.float64))
         super().load_state_dict(state)

@@ -58,11 +58,13 @@ def balance_gamma(recon_per_image: torch.Tensor, adv_per_image: torch.Tensor, im
     return (norm_recon / (norm_adv + eps)).detach()
 
 
-def update_k(k: float, d_real_mean: float, d_fake_mean: float, rate: float = 0.001) -> float:
+def update_k(k, d_real_mean, d_fake_mean, rate: float = 0.001):
     """k <- clip(k - rate * (1 - (mean D(real) - mean D(fake))), 0, 1)  (paper sec. 3).
 
     With LSGAN targets 1 (real) and 0 (fake), a D that separates real from fake by less than 1 makes k
     shrink, so G leans on reconstruction until D catches up; a wider gap lets k grow back to 1.
+    Python numbers give a float; tensors (any of the arguments) give a tensor, computed on their
+    device without reading it back.
     """
-    k = float(k) - float(rate) * (1.0 - (float(d_real_mean) - float(d_fake_mean)))
-    return min(max(k, 0.0), 1.0)
+    k = k - rate * (1 - (d_real_mean - d_fake_mean))
+    return k.clamp(0, 1) if torch.is_tensor(k) else min(max(float(k), 0.0), 1.0)
