@@ -21,7 +21,8 @@ class NonFiniteWatch:
 
     def watch(self, phase, terms):
         """Note whether every element of the tensors `terms` is finite, for phase `phase`."""
-        ok = torch.stack([torch.isfinite(t.detach()).all() for t in terms]).all()
+        oks = [torch.isfinite(t.detach()).all() for t in terms]
+        ok = oks[0] if len(oks) == 1 else torch.stack(oks).all()
         flag = self._now.get(phase)
         if flag is None:
             if len(self._now) == _MAX_PHASES:
@@ -31,12 +32,15 @@ class NonFiniteWatch:
 
     def end_minibatch(self, batch_idx):
         """Fold this minibatch's flags into the first-seen record (device ops only) and clear them."""
-        for position, flag in enumerate(self._now.values()):
-            if self._first is None:
-                self._first = torch.full([], _NONE, dtype=torch.int64, device=flag.device)
-            candidate = torch.where(flag, int(batch_idx) * _MAX_PHASES + position, _NONE)
-            torch.minimum(self._first, candidate, out=self._first)
-            flag.zero_()
+        if not self._now:
+            return
+        flags = list(self._now.values())
+        if self._first is None:
+            self._first = torch.full([], _NONE, dtype=torch.int64, device=flags[0].device)
+        codes = torch.arange(len(flags), device=flags[0].device) + int(batch_idx) * _MAX_PHASES
+        candidates = torch.where(torch.stack(flags), codes, _NONE)
+        torch.minimum(self._first, candidates.min(), out=self._first)
+        torch._foreach_zero_(flags)
 
     def first(self, batch_idx, reduce_min=None):
         """(phase, batch_idx) of the first non-finite term since the last call, or None; reads the device once.
