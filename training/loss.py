@@ -119,8 +119,12 @@ class Loss:
         if state:
             raise ValueError(f'{type(self).__name__} has no resumable state but got keys {sorted(state)}')
 
-    def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
-        """Called on rank 0 at each image snapshot; write extra PNGs into run_dir. Returns their paths."""
+    def write_snapshot_images(self, G_ema, run_dir, kimg_label):
+        """Called on rank 0 at each image snapshot; write extra PNGs into run_dir. Returns their paths.
+
+        kimg_label: the loop's name for this snapshot, as in fakes<kimg_label>.png ('000012', or '000012.345'
+        in runs whose snapshots come less than 1 kimg apart); use it in file names so nothing is overwritten.
+        """
         return []
 
     # --- Non-finite guard -------------------------------------------------------------------

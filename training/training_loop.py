@@ -1044,8 +1044,9 @@ def training_loop(
                 done = True
                 say('abort_fn asked to stop; finishing this tick.')
             if grid is not None and (done or progress.cur_tick % image_snapshot_ticks == 0):
-                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{kimg_label(progress.cur_nimg, sub_kimg)}.png'))
-                loss.write_snapshot_images(nets.G_ema, run_dir, progress.cur_nimg)
+                label = kimg_label(progress.cur_nimg, sub_kimg)
+                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{label}.png'))
+                loss.write_snapshot_images(nets.G_ema, run_dir, label)
             if network_snapshot_ticks is not None and (done or progress.cur_tick % network_snapshot_ticks == 0):
                 snapshot = snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus)
                 last_snapshot = save_snapshot(run_dir, snapshot, progress, optimizers, nets.augment_pipe, ada_stats, loss,

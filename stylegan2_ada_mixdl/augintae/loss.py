@@ -13,6 +13,8 @@ Modes 'ae' and 'intae' are the paper's ablations (plain autoencoder; reconstruct
 the adversarial term also on SLERP mixes of two different images).
 """
 
+import os
+
 import numpy as np
 import torch
 
@@ -288,8 +290,8 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
         super().load_state_dict(state)
 
     @torch.no_grad()
-    def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
-        """augintae-KKKKKK.png: training images, their reconstructions, and midpoints of neighbouring pairs."""
+    def write_snapshot_images(self, G_ema, run_dir, kimg_label):
+        """augintae-<kimg_label>.png: training images, their reconstructions, and midpoints of neighbouring pairs."""
         del G_ema  # the encoder was trained against G, so G decodes its codes
         if self._preview is None or len(self._preview) < 2:
             return []
@@ -300,6 +302,6 @@ class AugIntAELoss(PrivateStreamState, StyleGAN2Loss):
         self.encoder.train(was_training)
         following = torch.roll(torch.arange(len(x), device=x.device), -1)
         rows = decode(self.G_synthesis, torch.cat([codes, slerp(codes, codes[following], 0.5)]), noise_mode='const')
-        path = f'{run_dir}/augintae-{cur_nimg // 1000:06d}.png'
+        path = os.path.join(run_dir, f'augintae-{kimg_label}.png')
         image_grid.write_image_grid(torch.cat([x, rows]), path, (-1, 1), (len(x), 3))
         return [path]

@@ -61,6 +61,6 @@ def save_interpolation_strip(G, path: str, **kwargs) -> np.ndarray:
     return grid
 
 
-def interp_filename(run_dir: str, cur_nimg: int) -> str:
-    """fakes-interp-<kimg:06d>.png, numbered like the loop's fakes<kimg>.png snapshots."""
-    return os.path.join(run_dir, f'fakes-interp-{cur_nimg // 1000:06d}.png')
+def interp_filename(run_dir: str, kimg_label: str) -> str:
+    """fakes-interp-<kimg_label>.png, named like the loop's fakes<kimg_label>.png snapshot beside it."""
+    return os.path.join(run_dir, f'fakes-interp-{kimg_label}.png')

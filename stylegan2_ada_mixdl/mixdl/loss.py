@@ -237,8 +237,8 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
     def extra_modules(self):
         return {'extras': self.extras}
 
-    def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
-        path = interp_filename(run_dir, cur_nimg)
+    def write_snapshot_images(self, G_ema, run_dir, kimg_label):
+        path = interp_filename(run_dir, kimg_label)
         save_interpolation_strip(G_ema, path)
         return [path]
 

@@ -17,13 +17,13 @@ import torch
 
 from tests._faults import foreign_pickle_bytes
 from tests._shared import single_torch_thread  # noqa: F401 (autouse fixture)
+from tests.training.test_training_loop import TINY_NET
+from tests.training.test_training_loop import loop_kwargs as base_loop_kwargs
 from training import networks
 from training import training_loop as tl
-from training.augment import augpipe_specs
 from training.loss import StyleGAN2Loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_NET = dict(z_dim=32, w_dim=32, mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
 
 
 def make_images(folder, resolution, count=8):
@@ -40,25 +40,10 @@ def images16(tmp_path_factory):
 
 
 def loop_kwargs(run_dir, image_dir, **overrides):
-    """A 16 px run of batch 8 with a tick (and a snapshot) after every minibatch."""
-    os.makedirs(run_dir, exist_ok=True)
-    kwargs = dict(
-        run_dir=str(run_dir),
-        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=image_dir, use_labels=False,
-                                 max_size=None, xflip=False),
-        data_loader_kwargs=dict(num_workers=0),
-        G_kwargs=dict(class_name='training.networks.Generator', **TINY_NET),
-        D_kwargs=dict(class_name='training.networks.Discriminator', channel_base=256, channel_max=32,
-                      block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=4)),
-        G_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
-        D_opt_kwargs=dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
-        augment_kwargs=dict(class_name='training.augment.AugmentPipe', **augpipe_specs['bgc']),
-        augment_p=0.2, ada_target=0.6, ada_interval=2, ada_kimg=1,
-        loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1.0),
-        batch_size=8, batch_gpu=4, ema_kimg=0.02, ema_rampup=None,
-        total_kimg=0.016, kimg_per_tick=0.008, image_snapshot_ticks=None, network_snapshot_ticks=1,
-        random_seed=5, device='cpu',
-    )
+    """test_training_loop's tiny run with a tick (and a snapshot) after every minibatch of 8; the dataset's
+    resolution is read from the images, so a folder of 32 px images makes a 32 px run."""
+    kwargs = base_loop_kwargs(run_dir, image_dir, total_kimg=0.016, kimg_per_tick=0.008, random_seed=5)
+    del kwargs['training_set_kwargs']['resolution']
     kwargs.update(overrides)
     return kwargs
 

@@ -184,7 +184,7 @@ def test_lazy_regularisation_phases_and_plugin_defaults():
     assert lazy_regularisation_phases(None, None) == [PhaseSpec('Gboth', 'G', 1), PhaseSpec('Dboth', 'D', 1)]
     loss = make_loss()
     assert loss.extra_modules() == {} and loss.snapshot_key is None
-    assert loss.write_snapshot_images(None, '.', 0) == []
+    assert loss.write_snapshot_images(None, '.', '000000') == []
     assert Loss.options is None and StyleGAN2Loss.options is None  # no command-line options of its own
     with pytest.raises(ValueError, match='Unknown phase'):
         loss.accumulate_gradients('Gfoo', None, None, None, None, 1)

@@ -177,8 +177,8 @@ class ToyPluginLoss(StyleGAN2Loss):
         self.odd_steps = state.pop('odd_steps').clone()
         super().load_state_dict(state)
 
-    def write_snapshot_images(self, G_ema, run_dir, cur_nimg):
-        path = os.path.join(run_dir, f'toy-{cur_nimg // 1000:06d}.png')
+    def write_snapshot_images(self, G_ema, run_dir, kimg_label):
+        path = os.path.join(run_dir, f'toy-{kimg_label}.png')
         PIL.Image.new('L', (4, 4)).save(path)
         return [path]
 
@@ -197,7 +197,10 @@ def test_toy_plugin_module_is_optimised_saved_and_restored(tmp_path, image_dir):
     assert tuple(snapshot)[:5] == tl.SNAPSHOT_KEYS and set(snapshot) - set(tl.SNAPSHOT_KEYS) == {'toy'}
     torch.testing.assert_close(snapshot['toy']['head']['weight'], first.head.weight.detach())
     assert 'head' not in ''.join(snapshot['D'].state_dict())  # D's state_dict stays StyleGAN2-ADA's
-    assert (first_dir / 'toy-000000.png').exists()
+    # Sub-kimg snapshots: the plug-in's images are named like the fakes grids beside them, none overwritten.
+    fakes_labels = sorted(p.name[len('fakes'):-4] for p in first_dir.glob('fakes0*.png'))
+    assert len(fakes_labels) == 2 and fakes_labels[-1] == '000000.024'
+    assert sorted(p.name[len('toy-'):-4] for p in first_dir.glob('toy-*.png')) == fakes_labels
 
     state_path = first_dir / 'training-state-000000.024.pt'
     state = torch.load(state_path, weights_only=True)

@@ -1,4 +1,6 @@
 """Tests for the W-space interpolation strips written at each snapshot."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +48,7 @@ def test_grid_layout_and_quantisation():
 def test_bad_arguments_and_file_name():
     with pytest.raises(ValueError, match='at least 2 steps'):
         interpolation_images(_LinearToyGenerator(), steps=1)
-    assert interp_filename('run', 4000) == 'run/fakes-interp-000004.png'
+    assert interp_filename('run', '000004.500') == os.path.join('run', 'fakes-interp-000004.500.png')
 
 
 def test_latents_for_seeds_follow_generate_py():

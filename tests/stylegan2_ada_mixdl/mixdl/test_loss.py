@@ -186,7 +186,7 @@ def test_state_dict_round_trip_restores_the_random_stream():
 def test_interpolation_strip_is_written(tmp_path):
     G, D = _networks()
     loss = _make_loss(G, D)
-    paths = loss.write_snapshot_images(G, str(tmp_path), 12345)
+    paths = loss.write_snapshot_images(G, str(tmp_path), '000012')
     assert [p.rsplit('/', 1)[-1] for p in paths] == ['fakes-interp-000012.png']
     import PIL.Image
     with PIL.Image.open(paths[0]) as image:
