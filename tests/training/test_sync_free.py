@@ -27,8 +27,9 @@ LOSSES = {
     'adaptivemix': dict(class_name='stylegan2_ada_mixdl.adaptivemix.AdaptiveMixLoss', r1_gamma=1.0),
     'augintae': dict(class_name='stylegan2_ada_mixdl.augintae.AugIntAELoss', r1_gamma=1.0),
 }
-# AugIntAE reads its D means back every minibatch to update k (and copies a preview of the reals once).
-KNOWN_READS = {'augintae': 'AugIntAE updates its factor k on the host from D means read back each minibatch'}
+# AugIntAE's transform T skips the warp when no image moved (bool of a device tensor), and warps through ADA's
+# resampler, which reads its padding size back.
+KNOWN_READS = {'augintae': "AugIntAE's T reads whether any image moved, and the warp's padding size, on the host"}
 
 
 @pytest.fixture(scope='module')
