@@ -95,7 +95,7 @@ def build_networks(args, device):
 
 class Arm:
     """One loss trained by the loop's own steps: its phases and optimisers, minibatch preparation, phase
-    stepping with gradient averaging, G EMA and the NaN check, on its own copy of the networks."""
+    stepping with gradient averaging, G EMA, and the NaN check once per timed block, on its own copy of the networks."""
 
     def __init__(self, nets, loss_kwargs, batch, device):
         self.nets = copy.deepcopy(nets)
@@ -113,6 +113,9 @@ class Arm:
                                            self.batch, self.device)
         loop.train_minibatch(self.loss, self.phases, self.nets, minibatch, self.progress, self.batch, num_gpus=1,
                              ema_kimg=10, ema_rampup=None)
+
+    def end_block(self):
+        """The NaN/inf check the loop makes once per tick (it reads the device, so not after every minibatch)."""
         loop.stop_if_diverged(self.loss, self.phases, self.progress.cur_nimg / 1000, 1, self.device, None)
 
 
@@ -131,6 +134,7 @@ def time_losses(loss_kwargs_by_arm, args, device):
     for arm in arms.values():
         for _ in range(args.warmup):
             arm.step(reals)
+        arm.end_block()
     seconds = dict.fromkeys(arms, 0.0)
     for _ in range(args.blocks):
         for name, arm in arms.items():
@@ -140,6 +144,7 @@ def time_losses(loss_kwargs_by_arm, args, device):
             started = time.perf_counter()
             for _ in range(args.minibatches):
                 arm.step(reals)
+            arm.end_block()
             synchronise(device)
             seconds[name] += time.perf_counter() - started
     kimg = args.blocks * args.minibatches * args.batch / 1000
