@@ -44,27 +44,20 @@ def test_missing_dataset_is_one_line(snapshot, tmp_path):
 
 
 def test_full_disk_when_appending_the_result_is_one_line(snapshot, monkeypatch):
-    real_open = open
+    import dnnlib
+    earlier = b'{"results": {"pix_div1k": 1.0}, "metric": "pix_div1k"}\n'
+    jsonl = snapshot.parent / 'metric-pix_div1k.jsonl'
+    jsonl.write_bytes(earlier)
+    real_write_atomically = dnnlib.util.write_atomically
 
-    class FullDiskFile:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, text):
-            disk_full()
-
-    def open_with_full_disk(file, mode='r', *args, **kwargs):
-        handle = real_open(file, mode, *args, **kwargs)
-        return FullDiskFile(handle) if os.fspath(file).endswith('.jsonl') else handle
-    monkeypatch.setattr('builtins.open', open_with_full_disk)
+    def full_disk_for_jsonl(path, write_fn, mode='wb'):
+        # The real writer, with the disk filling up while the .jsonl's temporary copy is written.
+        return real_write_atomically(path, disk_full if str(path).endswith('.jsonl') else write_fn, mode)
+    monkeypatch.setattr(dnnlib.util, 'write_atomically', full_disk_for_jsonl)
     line = error_line(run(f'--network={snapshot}'))
     assert str(snapshot.parent) in line and 'no space left' in line
+    assert jsonl.read_bytes() == earlier  # the earlier records survive
+    assert not [name for name in os.listdir(snapshot.parent) if name.endswith('.tmp')]
 
 
 def test_image_cut_short_in_the_dataset_is_one_line(snapshot):
