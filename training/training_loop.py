@@ -940,6 +940,25 @@ class StatsWriter:
 
 #----------------------------------------------------------------------------
 
+def needs_sub_kimg_names(kimg_per_tick, image_snapshot_ticks, network_snapshot_ticks, total_kimg):
+    """True when snapshots or grids less than 1 kimg apart (or a run ending mid-kimg) could share a whole-kimg
+    name; their names then carry the exact image count (kimg_label), and other runs keep upstream's names."""
+    intervals = [ticks * kimg_per_tick for ticks in (image_snapshot_ticks, network_snapshot_ticks) if ticks is not None]
+    return any(interval < 1 for interval in intervals) or total_kimg != int(total_kimg)
+
+
+def graphed_loss(loss, nets, extras, device, say):
+    """The loss the minibatches call with --cuda-graphs: the same loss, replaying each phase it can capture."""
+    from torch_utils.cuda_graphs import GraphedLoss
+    return GraphedLoss(loss, [nets.G, nets.D, *extras.values()], device, say=say)
+
+
+def write_snapshot_images(grid, G_ema, loss, run_dir, label):
+    """fakes<label>.png, then the plug-in's own images named with the same label."""
+    write_fakes_grid(grid, G_ema, os.path.join(run_dir, f'fakes{label}.png'))
+    loss.write_snapshot_images(G_ema, run_dir, label)
+
+
 def training_loop(
     run_dir                 = '.',      # Output directory (must exist).
     training_set_kwargs     = {},       # Options for the training set (class_name, path, ...).
@@ -982,10 +1001,7 @@ def training_loop(
     # --- Set-up --------------------------------------------------------------------------------
     clock = TickClock.starting_now()
     device = torch.device(device)
-    # Snapshots and grids less than 1 kimg apart (or a run ending mid-kimg) could share a whole-kimg name, so
-    # their names carry the exact image count instead; other runs keep upstream's names.
-    snapshot_intervals = [ticks * kimg_per_tick for ticks in (image_snapshot_ticks, network_snapshot_ticks) if ticks is not None]
-    sub_kimg = any(interval < 1 for interval in snapshot_intervals) or total_kimg != int(total_kimg)
+    sub_kimg = needs_sub_kimg_names(kimg_per_tick, image_snapshot_ticks, network_snapshot_ticks, total_kimg)
     setup_process(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
     is_main = rank == 0
     say = print if is_main else (lambda *args, **kwargs: None)
@@ -1002,10 +1018,7 @@ def training_loop(
     if is_main:
         print_network_summaries(nets, batch_gpu, device)
     optimizers, phases = build_phases(loss, nets, extras, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, device)
-    step_loss = loss  # what the minibatches call; the same loss, or one replaying its phases as CUDA graphs
-    if cuda_graphs:
-        from torch_utils.cuda_graphs import GraphedLoss
-        step_loss = GraphedLoss(loss, [nets.G, nets.D, *extras.values()], device, say=say)
+    step_loss = graphed_loss(loss, nets, extras, device, say) if cuda_graphs else loss  # what minibatches call
     progress = restore_training_state(state, resume_state, optimizers, nets.augment_pipe, loss, extras, rank)
     check_resumed_run(state, progress, num_gpus, batch_size, total_kimg, say)
     training_iter = data_iterator(training_set, data_loader_kwargs, batch_per_process, rank, num_gpus, random_seed,
@@ -1014,8 +1027,7 @@ def training_loop(
             if is_main and image_snapshot_ticks is not None else None)
     tick_stats = training_stats.Collector(regex='.*')
     stats_writer = StatsWriter(run_dir, say) if is_main else None
-    metric_values = {}
-    last_snapshot = None
+    metric_values, last_snapshot = {}, None
     say(f'Phases: {", ".join(f"{p.name}/{p.interval}" for p in phases)}; training until {total_kimg} kimg.')
     restore_rng_streams(state, rank, device)  # last, because set-up itself draws random numbers
     del state
@@ -1044,9 +1056,7 @@ def training_loop(
                 done = True
                 say('abort_fn asked to stop; finishing this tick.')
             if grid is not None and (done or progress.cur_tick % image_snapshot_ticks == 0):
-                label = kimg_label(progress.cur_nimg, sub_kimg)
-                write_fakes_grid(grid, nets.G_ema, os.path.join(run_dir, f'fakes{label}.png'))
-                loss.write_snapshot_images(nets.G_ema, run_dir, label)
+                write_snapshot_images(grid, nets.G_ema, loss, run_dir, kimg_label(progress.cur_nimg, sub_kimg))
             if network_snapshot_ticks is not None and (done or progress.cur_tick % network_snapshot_ticks == 0):
                 snapshot = snapshot_networks(nets, loss, extras, training_set_kwargs, num_gpus)
                 last_snapshot = save_snapshot(run_dir, snapshot, progress, optimizers, nets.augment_pipe, ada_stats, loss,
