@@ -20,7 +20,7 @@ from metrics import metric_main, metric_utils, vgg_fidelity
 from metrics.kernel_inception_distance import kernel_distance
 from tests._shared import DEMO_ZIP, single_torch_thread, train_dry_run  # noqa: F401 (autouse fixture)
 
-from .standins import MemorizingGenerator, StandInVGG16
+from .standins import MemorizingGenerator, StandInVGG16, ToyDataset
 
 CPU = torch.device('cpu')
 
@@ -40,23 +40,15 @@ def demo_images(resolution=32, blur=0.0):
     return np.stack(images)
 
 
-class DemoDataset(torch.utils.data.Dataset):
-    """The demo emoji with the dataset interface the metrics use."""
+class DemoDataset(ToyDataset):
+    """The demo emoji with the dataset interface the metrics use (items and labels as ToyDataset's)."""
 
-    def __init__(self, resolution=32, max_size=None, xflip=False, **unused):
+    def __init__(self, resolution=32, max_size=None, xflip=False, **unused):  # pylint: disable=super-init-not-called
         self.images = demo_images(resolution)[:max_size]
         if xflip:
             self.images = np.concatenate([self.images, self.images[:, :, :, ::-1]])
         self.name = f'demo{resolution}'
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return self.images[index].copy(), np.zeros([0], dtype=np.float32)
-
-    def get_label(self, index):
-        return np.zeros([0], dtype=np.float32)
+        self.label_dim = 0
 
 
 DEMO_KWARGS = dict(class_name='tests.metrics.test_vgg_fidelity.DemoDataset', resolution=32)
