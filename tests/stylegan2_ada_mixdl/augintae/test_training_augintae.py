@@ -1,8 +1,6 @@
 """End-to-end 16 px CPU runs of the training loop with AugIntAELoss: stats, snapshot with the encoder, exact resume,
 and the generation tool on the resulting snapshot."""
-import copy
 import glob
-import json
 import os
 import pickle
 
@@ -12,8 +10,8 @@ import pytest
 import torch
 
 from stylegan2_ada_mixdl.augintae import fewshot
-from training import training_loop
 from tests._shared import single_torch_thread  # noqa: F401  (autouse fixture)
+from tests.stylegan2_ada_mixdl.tiny_run import last_file, read_stats, train_run
 
 RES, BATCH = 16, 4
 MINIBATCH_KIMG = BATCH / 1000
@@ -50,29 +48,18 @@ def _config(data, minibatches, **loss_kwargs):
     )
 
 
-def _train(run_dir, config, **overrides):
-    os.makedirs(run_dir, exist_ok=True)
-    training_loop.training_loop(run_dir=str(run_dir), **copy.deepcopy(dict(config, **overrides)))
-    return str(run_dir)
-
-
-def _stats(run_dir):
-    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
 def _snapshot_path(run_dir):
-    return sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
+    return last_file(run_dir, 'network-snapshot-*.pkl')
 
 
 @pytest.mark.parametrize('mode', ['augintae', 'intae', 'ae'])
 def test_each_mode_trains_saves_the_encoder_and_generates(image_folder, tmp_path, mode):
-    run_dir = _train(tmp_path / 'run', _config(image_folder, minibatches=4, mode=mode))
-    reported = set().union(*[entry.keys() for entry in _stats(run_dir)])
+    run_dir = train_run(tmp_path / 'run', _config(image_folder, minibatches=4, mode=mode))
+    reported = set().union(*[entry.keys() for entry in read_stats(run_dir)])
     for name in ('Loss/AugIntAE/recon', 'Loss/AugIntAE/adv', 'Loss/AugIntAE/gamma', 'Loss/AugIntAE/k',
                  'Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty'):
         assert name in reported, name
-    recon = [entry['Loss/AugIntAE/recon']['mean'] for entry in _stats(run_dir) if 'Loss/AugIntAE/recon' in entry]
+    recon = [entry['Loss/AugIntAE/recon']['mean'] for entry in read_stats(run_dir) if 'Loss/AugIntAE/recon' in entry]
     assert recon and all(np.isfinite(recon)) and min(recon) > 0
     assert glob.glob(os.path.join(run_dir, 'augintae-*.png'))
 
@@ -94,12 +81,12 @@ def test_each_mode_trains_saves_the_encoder_and_generates(image_folder, tmp_path
 
 def test_resume_continues_exactly(image_folder, tmp_path):
     config = _config(image_folder, minibatches=4)
-    straight = _train(tmp_path / 'straight', config)
-    first_half = _train(tmp_path / 'first', config, total_kimg=2 * MINIBATCH_KIMG)
+    straight = train_run(tmp_path / 'straight', config)
+    first_half = train_run(tmp_path / 'first', config, total_kimg=2 * MINIBATCH_KIMG)
     state_file = sorted(glob.glob(os.path.join(first_half, 'training-state-*.pt')))[-1]
     state = torch.load(state_file, weights_only=True)
     assert set(state['extra_modules']['encoder']) and 'augintae_k' in state['loss_state'][0]
-    resumed = _train(tmp_path / 'resumed', config, resume_state=state_file)
+    resumed = train_run(tmp_path / 'resumed', config, resume_state=state_file)
     with open(_snapshot_path(straight), 'rb') as f:
         expected = pickle.load(f)
     with open(_snapshot_path(resumed), 'rb') as f:
