@@ -259,26 +259,10 @@ def test_fidelity_vgg1k_gives_the_numbers_of_pr_vgg1k_and_kid_vgg1k(metric_env):
     assert both.details == dict(pr.details) and both.details['num_gen'] == 24
 
 
-def _tiny_snapshot(run_dir, resolution=32):
-    from training import networks
-    image_dir = run_dir / 'images'
-    image_dir.mkdir()
-    for i, image in enumerate(demo_images(resolution)[:6]):
-        PIL.Image.fromarray(image.transpose(1, 2, 0)).save(image_dir / f'img{i}.png')
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=resolution, img_channels=3,
-                           mapping_kwargs=dict(num_layers=2),
-                           synthesis_kwargs=dict(channel_base=128, channel_max=16, num_fp16_res=0)).eval()
-    D = networks.Discriminator(c_dim=0, img_resolution=resolution, img_channels=3, channel_base=128, channel_max=16,
-                               num_fp16_res=0).eval()
-    snapshot = dict(training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=str(image_dir),
-                                              use_labels=False, max_size=None, xflip=False, resolution=resolution),
-                    G=G, D=D, G_ema=G, augment_pipe=None)
-    pkl = run_dir / 'network-snapshot-000000.pkl'
-    with open(pkl, 'wb') as f:
-        pickle.dump(snapshot, f)
-    (run_dir / 'training_options.json').write_text('{}')
-    return pkl
+def _tiny_snapshot(run_dir):
+    """calc_metrics' tiny snapshot with six demo emoji as its dataset, so precision lands inside (0, 1)."""
+    from tests.scripts.test_calc_metrics import _tiny_snapshot as tiny_snapshot_beside
+    return tiny_snapshot_beside(run_dir, images=demo_images(32)[:6])
 
 
 def test_calc_metrics_runs_and_records_both_metrics(offline, standin_dir):

@@ -14,13 +14,15 @@ from tests._shared import offline  # noqa: F401 (fixture, shared with tests/metr
 from tests.metrics.standins import write_standin_detectors
 
 
-def _tiny_snapshot(run_dir):
+def _tiny_snapshot(run_dir, images=None):
+    """A 32 px snapshot beside a folder of its training images: `images` (uint8 [N, 3, 32, 32]) or six of noise."""
     from training import networks
     image_dir = run_dir / 'images'
     image_dir.mkdir()
-    rng = np.random.RandomState(0)
-    for i in range(6):
-        PIL.Image.fromarray(rng.randint(0, 256, [32, 32, 3], dtype=np.uint8)).save(image_dir / f'img{i}.png')
+    if images is None:
+        images = np.random.RandomState(0).randint(0, 256, [6, 3, 32, 32], dtype=np.uint8)
+    for i, image in enumerate(images):
+        PIL.Image.fromarray(image.transpose(1, 2, 0)).save(image_dir / f'img{i}.png')
     torch.manual_seed(0)
     kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
                   synthesis_kwargs=dict(channel_base=128, channel_max=16, num_fp16_res=0))
