@@ -30,17 +30,22 @@ def write_atomically(path, write_fn, mode='wb'):
     try:
         with os.fdopen(handle, mode) as f:
             write_fn(f)
-        os.chmod(temp_path, 0o666 & ~_current_umask())  # mkstemp makes files private; match open()
+        os.chmod(temp_path, 0o666 & ~_UMASK)  # mkstemp makes files private; match what open() would make
         os.replace(temp_path, path)
     finally:
         if os.path.exists(temp_path):
             os.remove(temp_path)
 
 
-def _current_umask():
+def _read_umask():
+    # os.umask can only be read by setting it; do that once at import, before any worker threads exist,
+    # instead of briefly zeroing the process's umask on every write.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 # ------------------------------------------------------------------------------------------------
