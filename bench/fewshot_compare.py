@@ -46,12 +46,16 @@ ARMS = {
     'mixdl_keepadv': ['--mixdl=1', '--mixdl-keep-adv=1'],
     'mixdl_linear': ['--mixdl=1', '--mixdl-patch-head=linear'],
     'mixdl_int4': ['--mixdl=1', '--mixdl-interval=4'],
+    'mixdl_centred': ['--mixdl=1', '--mixdl-g-sim=centred'],
+    'mixdl_centred_keepadv': ['--mixdl=1', '--mixdl-g-sim=centred', '--mixdl-keep-adv=1'],
     'adaptivemix': ['--adaptivemix=1'],
 }
 DEFAULT_ARMS = 'baseline,mixdl,adaptivemix'
 ARM_TITLES = {'baseline': 'StyleGAN2-ADA', 'mixdl': 'MixDL', 'mixdl_g100': 'MixDL, lambda_G 100',
               'mixdl_g10': 'MixDL, lambda_G 10', 'mixdl_keepadv': 'MixDL + full-image adversarial terms',
               'mixdl_linear': 'MixDL, linear patch heads', 'mixdl_int4': 'MixDL, interval 4',
+              'mixdl_centred': 'MixDL, centred G similarities',
+              'mixdl_centred_keepadv': 'MixDL, centred G similarities + full-image adversarial terms',
               'adaptivemix': 'AdaptiveMix'}
 # Which way is better, for the table notes ('' = descriptive only).
 BETTER = {'fidelity_vgg1k_precision': 'higher', 'fidelity_vgg1k_recall': 'higher', 'fidelity_vgg1k_kid': 'lower',
@@ -214,7 +218,10 @@ def with_derived(results):
 
 
 def evaluate_snapshot(snapshot_pkl, run_dir, metrics, device, caps, detector_dir):
-    """Metrics of one snapshot's G_ema, each appended to run_dir/metric-<name>.jsonl. Returns ({key: value}, G_ema)."""
+    """Metrics of one snapshot's G_ema, each appended to run_dir/metric-<name>.jsonl.
+
+    Returns ({key: value}, G_ema, the snapshot's training_set_kwargs).
+    """
     with dnnlib.util.open_url(snapshot_pkl) as f:
         snapshot = legacy.load_network_pkl(f)
     G_ema = snapshot['G_ema'].to(device)

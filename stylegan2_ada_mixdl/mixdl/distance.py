@@ -44,13 +44,19 @@ def feature_distance_loss(anchor_features: torch.Tensor, source_features: torch.
 
 
 def layered_similarities(anchor_features: Sequence[torch.Tensor], source_features: Sequence[torch.Tensor],
-                         layer_index: torch.Tensor) -> torch.Tensor:
+                         layer_index: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """Row k holds cos(anchor k, source i) on layer layer_index[k] for every source i.
 
     anchor_features, source_features: per-layer lists of [B, C_l, H_l, W_l] (any dtype).
     layer_index: [B] int64 on the CPU (drawn on the host, so grouping by layer needs no
     device synchronisation). One normalised matrix product per distinct layer: anchors that drew
     the same layer are gathered and compared against all sources at once. Returns [B, B] float32.
+
+    centred: subtract the sources' mean feature on the layer from anchors and sources first. Plain
+    cosines count the structure every sample shares (a face in the middle of the frame), so matching
+    softmax(C) pushes different samples' whole feature maps towards orthogonality, and narrow
+    generators get there by trading shared structure for texture. Centred cosines compare only how
+    samples differ from their batch, which an anchor mixed from the sources with weights C already does.
     """
     if len(anchor_features) != len(source_features):
         raise ValueError(f'Got {len(anchor_features)} anchor layers but {len(source_features)} source layers')
@@ -65,7 +71,11 @@ def layered_similarities(anchor_features: Sequence[torch.Tensor], source_feature
         if anchors.shape[0] != batch or sources.shape[0] != batch:
             raise ValueError(f'Layer {layer} features must have batch {batch}, got {anchors.shape[0]} and {sources.shape[0]}')
         rows = rows_cpu.to(device, non_blocking=True)
-        blocks.append(cosine_similarity_matrix(anchors.index_select(0, rows), sources))
+        anchors = anchors.index_select(0, rows)
+        if centred:
+            mean = sources.float().mean(dim=0, keepdim=True)
+            anchors, sources = anchors.float() - mean, sources.float() - mean
+        blocks.append(cosine_similarity_matrix(anchors, sources))
         row_order.append(rows_cpu)
     # Undo the grouping: stacked row j belongs to anchor order[j].
     order = torch.cat(row_order)
@@ -75,12 +85,13 @@ def layered_similarities(anchor_features: Sequence[torch.Tensor], source_feature
 
 
 def layered_distance_loss(anchor_features: Sequence[torch.Tensor], source_features: Sequence[torch.Tensor],
-                          layer_index: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+                          layer_index: torch.Tensor, coefficients: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """Generator distance loss: KL(softmax(C) || softmax(s)), s(k, i) on anchor k's drawn layer.
 
-    See layered_similarities for the inputs. Returns a 0-d float32.
+    See layered_similarities for the inputs and `centred`. Returns a 0-d float32.
     """
-    return coefficient_kl(layered_similarities(anchor_features, source_features, layer_index), coefficients)
+    similarities = layered_similarities(anchor_features, source_features, layer_index, centred=centred)
+    return coefficient_kl(similarities, coefficients)
 
 
 def sample_feature_layers(batch_size: int, num_layers: int, generator: torch.Generator = None) -> torch.Tensor:

@@ -38,6 +38,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
       patch_discrimination: patch logits instead of full-image logits on MixDL minibatches.
       patch_head:           'lrelu' or 'linear' patch heads (see heads.PatchHead).
       keep_full_adv:        also apply the ordinary full-image adversarial terms on MixDL minibatches.
+      g_similarity:         'cosine' (the authors') or 'centred' (see distance.layered_similarities).
     """
 
     options = OPTIONS
@@ -60,6 +61,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         self.patch_discrimination = settings['patch_discrimination']
         self.patch_head = settings['patch_head']
         self.keep_full_adv = settings['keep_full_adv']
+        self.g_similarity = settings['g_similarity']
         self.batch_idx = 0
 
         self.synthesis_layers = synthesis_conv_names(G_synthesis)
@@ -148,7 +150,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         if distance:
             layers = sample_feature_layers(batch, len(features), generator=self.stream.generator)
             terms['G_dist'] = layered_distance_loss([f[batch:] for f in features], [f[:batch] for f in features],
-                                                    layers, coefs)
+                                                    layers, coefs, centred=self.g_similarity == 'centred')
         if patch:
             layer = self.draw_patch_layer()
             _, record = self.run_D_recording(images[batch:], self.anchor_labels(coefs, gen_c), [layer])

@@ -77,6 +77,36 @@ def test_every_layer_drawn_and_regrouped_in_anchor_order():
             assert sims[k, i].item() == pytest.approx(_loop_cos(anchors[layer][k], sources[layer][i]).item(), abs=1e-6)
 
 
+def test_centred_similarities_subtract_the_sources_batch_mean():
+    gen = torch.Generator().manual_seed(3)
+    anchors, sources = _random_features(4, torch.float32, gen)
+    layers = torch.tensor([2, 1, 3, 2])
+    sims = layered_similarities(anchors, sources, layers, centred=True)
+    for k, layer in enumerate(layers.tolist()):
+        mean = sources[layer].detach().double().mean(dim=0)
+        for i in range(4):
+            expected = _loop_cos(anchors[layer][k].detach().double() - mean, sources[layer][i].detach().double() - mean)
+            assert sims[k, i].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_centred_similarities_ignore_structure_every_sample_shares():
+    gen = torch.Generator().manual_seed(4)
+    anchors, sources = _random_features(4, torch.float32, gen)
+    shared = [5 * torch.randn(1, *shape, generator=gen) for shape in LAYER_SHAPES]
+    layers = torch.tensor([1, 2, 3, 1])
+    shifted_a = [a.detach() + m for a, m in zip(anchors, shared)]
+    shifted_s = [s.detach() + m for s, m in zip(sources, shared)]
+    centred = layered_similarities(anchors, sources, layers, centred=True)
+    torch.testing.assert_close(layered_similarities(shifted_a, shifted_s, layers, centred=True), centred,
+                               atol=1e-5, rtol=1e-4)
+    plain, plain_shifted = (layered_similarities(anchors, sources, layers),
+                            layered_similarities(shifted_a, shifted_s, layers))
+    assert plain_shifted.min() > 0.8 and plain.abs().max() < 0.5  # plain cosines see mostly the shared map
+    coefs = sample_coefficients(4, generator=gen)
+    assert layered_distance_loss(anchors, sources, layers, coefs, centred=True).item() == pytest.approx(
+        coefficient_kl(centred, coefs).item(), rel=1e-6)
+
+
 def test_float16_features_give_float32_loss_close_to_float32_reference():
     gen = torch.Generator().manual_seed(7)
     anchors, sources = _random_features(4, torch.float16, gen)

@@ -68,6 +68,31 @@ def test_extras_match_discriminator_and_stay_out_of_G_and_D():
     assert loss.synthesis_layers == ['b4.conv1', 'b8.conv0', 'b8.conv1', 'b16.conv0', 'b16.conv1']
 
 
+@pytest.mark.parametrize('similarity', ['cosine', 'centred'])
+def test_generator_distance_uses_the_chosen_similarity(similarity, monkeypatch):
+    import stylegan2_ada_mixdl.mixdl.loss as mixdl_loss
+    seen = []
+    real = mixdl_loss.layered_distance_loss
+    monkeypatch.setattr(mixdl_loss, 'layered_distance_loss',
+                        lambda *args, **kwargs: seen.append(kwargs.get('centred')) or real(*args, **kwargs))
+    G, D = _networks()
+    loss = _make_loss(G, D, g_similarity=similarity)
+    inputs = _inputs()
+    terms = loss.generator_terms(inputs['gen_z'], inputs['gen_c'], loss.draw_coefficients(BATCH), patch=False)
+    assert seen == [similarity == 'centred'] and torch.isfinite(terms['G_dist'])
+
+
+def test_centred_and_plain_generator_distances_differ_on_the_same_draws():
+    G, D = _networks()
+    values = {}
+    for similarity in ('cosine', 'centred'):
+        loss = _make_loss(G, D, g_similarity=similarity)
+        inputs = _inputs()
+        terms = loss.generator_terms(inputs['gen_z'], inputs['gen_c'], loss.draw_coefficients(BATCH), patch=False)
+        values[similarity] = terms['G_dist'].item()
+    assert values['cosine'] > 0 and values['centred'] > 0 and values['cosine'] != pytest.approx(values['centred'])
+
+
 def test_generator_distance_reaches_only_G():
     G, D = _networks()
     loss = _make_loss(G, D)

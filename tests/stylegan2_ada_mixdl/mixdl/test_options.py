@@ -22,7 +22,8 @@ def test_the_loss_class_declares_this_table_and_its_dotted_name():
 def test_defaults_leave_the_baseline_untouched():
     opts = _parse([])
     assert opts == {'mixdl': False, 'mixdl_g': 1000.0, 'mixdl_d': 1.0, 'mixdl_alpha': 1.0, 'mixdl_coef': 'dirichlet',
-                    'mixdl_interval': 2, 'mixdl_patch': True, 'mixdl_patch_head': 'lrelu', 'mixdl_keep_adv': False}
+                    'mixdl_interval': 2, 'mixdl_patch': True, 'mixdl_patch_head': 'lrelu', 'mixdl_keep_adv': False,
+                    'mixdl_g_sim': 'cosine'}
     loss_kwargs = {'class_name': 'training.loss.StyleGAN2Loss', 'r1_gamma': 10}
     assert OPTIONS.configure(opts, loss_kwargs) == ''
     assert loss_kwargs == {'class_name': 'training.loss.StyleGAN2Loss', 'r1_gamma': 10}
@@ -33,14 +34,16 @@ def test_enabled_with_defaults():
     assert OPTIONS.configure(_parse(['--mixdl=1']), loss_kwargs) == '-mixdl'
     assert loss_kwargs == {'class_name': OPTIONS.loss_class, 'r1_gamma': 10, 'lambda_G': 1000.0, 'lambda_D': 1.0,
                            'mixup_alpha': 1.0, 'coef_kind': 'dirichlet', 'interval': 2,
-                           'patch_discrimination': True, 'patch_head': 'lrelu', 'keep_full_adv': False}
+                           'patch_discrimination': True, 'patch_head': 'lrelu', 'keep_full_adv': False,
+                           'g_similarity': 'cosine'}
 
 
 def test_non_default_settings_appear_in_desc():
     loss_kwargs = {}
     opts = _parse(['--mixdl=true', '--mixdl-g=0', '--mixdl-d=0', '--mixdl-patch=0', '--mixdl-alpha=0.1',
-                   '--mixdl-coef=uniform', '--mixdl-interval=4', '--mixdl-patch-head=linear'])
-    assert OPTIONS.configure(opts, loss_kwargs) == '-mixdl-g0-d0-alpha0.1-uniform-int4-patch0-headlinear'
+                   '--mixdl-coef=uniform', '--mixdl-interval=4', '--mixdl-patch-head=linear', '--mixdl-g-sim=centred'])
+    assert OPTIONS.configure(opts, loss_kwargs) == '-mixdl-g0-d0-alpha0.1-uniform-int4-patch0-headlinear-gsimcentred'
+    assert loss_kwargs['g_similarity'] == 'centred'
     assert loss_kwargs['lambda_G'] == 0.0 and loss_kwargs['patch_discrimination'] is False
     assert loss_kwargs['interval'] == 4 and loss_kwargs['coef_kind'] == 'uniform'
     assert loss_kwargs['patch_head'] == 'linear'
