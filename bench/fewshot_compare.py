@@ -47,7 +47,8 @@ ARMS = {
     'mixdl_linear': ['--mixdl=1', '--mixdl-patch-head=linear'],
     'mixdl_int4': ['--mixdl=1', '--mixdl-interval=4'],
     'mixdl_centred': ['--mixdl=1', '--mixdl-g-sim=centred'],
-    'mixdl_centred_keepadv': ['--mixdl=1', '--mixdl-g-sim=centred', '--mixdl-keep-adv=1'],
+    'mixdl_nopatch': ['--mixdl=1', '--mixdl-patch=0'],
+    'mixdl_nopatch_centred': ['--mixdl=1', '--mixdl-patch=0', '--mixdl-g-sim=centred'],
     'adaptivemix': ['--adaptivemix=1'],
 }
 DEFAULT_ARMS = 'baseline,mixdl,adaptivemix'
@@ -55,7 +56,8 @@ ARM_TITLES = {'baseline': 'StyleGAN2-ADA', 'mixdl': 'MixDL', 'mixdl_g100': 'MixD
               'mixdl_g10': 'MixDL, lambda_G 10', 'mixdl_keepadv': 'MixDL + full-image adversarial terms',
               'mixdl_linear': 'MixDL, linear patch heads', 'mixdl_int4': 'MixDL, interval 4',
               'mixdl_centred': 'MixDL, centred G similarities',
-              'mixdl_centred_keepadv': 'MixDL, centred G similarities + full-image adversarial terms',
+              'mixdl_nopatch': 'MixDL without patch discrimination',
+              'mixdl_nopatch_centred': 'MixDL without patch discrimination, centred G similarities',
               'adaptivemix': 'AdaptiveMix'}
 # Which way is better, for the table notes ('' = descriptive only).
 BETTER = {'fidelity_vgg1k_precision': 'higher', 'fidelity_vgg1k_recall': 'higher', 'fidelity_vgg1k_kid': 'lower',
