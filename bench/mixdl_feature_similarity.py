@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dnnlib  # noqa: E402
 import legacy  # noqa: E402
-from stylegan2_ada_mixdl.mixdl.distance import cosine_similarity_matrix  # noqa: E402
+from stylegan2_ada_mixdl.mixdl.distance import cosine_similarity_matrix, distance_layer_indices  # noqa: E402
 from stylegan2_ada_mixdl.mixdl.loss import synthesis_conv_names  # noqa: E402
 from training.features import features_by_name, record_activations  # noqa: E402
 
@@ -80,8 +80,9 @@ def main():
           '* = a layer the G distance loss draws from)')
     print('| layer | ' + ' | '.join(results) + ' |')
     print('|---|' + '---|' * len(results))
+    drawn = distance_layer_indices(len(layers))
     for index, layer in enumerate(layers):
-        mark = '*' if 0 < index < len(layers) - 1 else ''
+        mark = '*' if index in drawn else ''
         cells = [f'{cosines[layer]:.2f}' if layer in cosines else '-' for cosines, _ in results.values()]
         print(f'| {layer}{mark} | ' + ' | '.join(cells) + ' |')
     print('| image high-frequency share | ' + ' | '.join(f'{share:.3f}' for _, share in results.values()) + ' |')

@@ -1,5 +1,5 @@
 """MixDL distance losses: KL between softmaxed mixup coefficients and softmaxed feature similarities."""
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,23 @@ def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch
     q = F.normalize(queries.flatten(1).float(), dim=1)
     k = F.normalize(keys.flatten(1).float(), dim=1)
     return q @ k.t()
+
+
+def centred_cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities after subtracting the mean row of `keys` from `queries` and `keys`. [M, N] float32.
+
+    Plain cosines count the structure every sample shares (a face in the middle of the frame), so
+    matching softmax(C) with them pushes different samples' whole feature maps towards orthogonality,
+    and narrow generators get there by giving up shared structure. Centred cosines compare only how
+    samples differ from their batch, which an anchor mixed from the sources with weights C already does.
+    """
+    mean = keys.float().mean(dim=0, keepdim=True)
+    return cosine_similarity_matrix(queries.float() - mean, keys.float() - mean)
+
+
+# The generator distance loss's feature similarities by --mixdl-g-sim name; 'cosine' is the authors'.
+G_SIMILARITIES = {'cosine': cosine_similarity_matrix, 'centred': centred_cosine_similarity_matrix}
+Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def coefficient_kl(similarities: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
@@ -44,19 +61,14 @@ def feature_distance_loss(anchor_features: torch.Tensor, source_features: torch.
 
 
 def layered_similarities(anchor_features: Sequence[torch.Tensor], source_features: Sequence[torch.Tensor],
-                         layer_index: torch.Tensor, centred: bool = False) -> torch.Tensor:
-    """Row k holds cos(anchor k, source i) on layer layer_index[k] for every source i.
+                         layer_index: torch.Tensor, similarity: Similarity = cosine_similarity_matrix) -> torch.Tensor:
+    """Row k holds similarity(anchor k, source i) on layer layer_index[k] for every source i.
 
     anchor_features, source_features: per-layer lists of [B, C_l, H_l, W_l] (any dtype).
     layer_index: [B] int64 on the CPU (drawn on the host, so grouping by layer needs no
     device synchronisation). One normalised matrix product per distinct layer: anchors that drew
     the same layer are gathered and compared against all sources at once. Returns [B, B] float32.
-
-    centred: subtract the sources' mean feature on the layer from anchors and sources first. Plain
-    cosines count the structure every sample shares (a face in the middle of the frame), so matching
-    softmax(C) pushes different samples' whole feature maps towards orthogonality, and narrow
-    generators get there by trading shared structure for texture. Centred cosines compare only how
-    samples differ from their batch, which an anchor mixed from the sources with weights C already does.
+    similarity: one of G_SIMILARITIES' functions, given (anchors [m, ...], all sources [B, ...]).
     """
     if len(anchor_features) != len(source_features):
         raise ValueError(f'Got {len(anchor_features)} anchor layers but {len(source_features)} source layers')
@@ -71,11 +83,7 @@ def layered_similarities(anchor_features: Sequence[torch.Tensor], source_feature
         if anchors.shape[0] != batch or sources.shape[0] != batch:
             raise ValueError(f'Layer {layer} features must have batch {batch}, got {anchors.shape[0]} and {sources.shape[0]}')
         rows = rows_cpu.to(device, non_blocking=True)
-        anchors = anchors.index_select(0, rows)
-        if centred:
-            mean = sources.float().mean(dim=0, keepdim=True)
-            anchors, sources = anchors.float() - mean, sources.float() - mean
-        blocks.append(cosine_similarity_matrix(anchors, sources))
+        blocks.append(similarity(anchors.index_select(0, rows), sources))
         row_order.append(rows_cpu)
     # Undo the grouping: stacked row j belongs to anchor order[j].
     order = torch.cat(row_order)
@@ -85,12 +93,13 @@ def layered_similarities(anchor_features: Sequence[torch.Tensor], source_feature
 
 
 def layered_distance_loss(anchor_features: Sequence[torch.Tensor], source_features: Sequence[torch.Tensor],
-                          layer_index: torch.Tensor, coefficients: torch.Tensor, centred: bool = False) -> torch.Tensor:
+                          layer_index: torch.Tensor, coefficients: torch.Tensor,
+                          similarity: Similarity = cosine_similarity_matrix) -> torch.Tensor:
     """Generator distance loss: KL(softmax(C) || softmax(s)), s(k, i) on anchor k's drawn layer.
 
-    See layered_similarities for the inputs and `centred`. Returns a 0-d float32.
+    See layered_similarities for the inputs. Returns a 0-d float32.
     """
-    similarities = layered_similarities(anchor_features, source_features, layer_index, centred=centred)
+    similarities = layered_similarities(anchor_features, source_features, layer_index, similarity=similarity)
     return coefficient_kl(similarities, coefficients)
 
 
@@ -103,4 +112,10 @@ def sample_feature_layers(batch_size: int, num_layers: int, generator: torch.Gen
     if num_layers < 3:
         raise ValueError(f'The generator distance loss needs at least 3 synthesis conv layers, got {num_layers}: '
                          f'use a resolution of 8 px or more')
-    return torch.randint(1, num_layers - 1, (batch_size,), generator=generator)
+    eligible = distance_layer_indices(num_layers)
+    return torch.randint(eligible.start, eligible.stop, (batch_size,), generator=generator)
+
+
+def distance_layer_indices(num_layers: int) -> range:
+    """Indices of the synthesis conv layers the generator distance loss may draw: all but the first and the last."""
+    return range(1, num_layers - 1)

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from stylegan2_ada_mixdl.mixdl.coefficients import mix_anchors, sample_coefficients
-from stylegan2_ada_mixdl.mixdl.distance import feature_distance_loss, layered_distance_loss, sample_feature_layers
+from stylegan2_ada_mixdl.mixdl.distance import (G_SIMILARITIES, feature_distance_loss, layered_distance_loss,
+                                                sample_feature_layers)
 from stylegan2_ada_mixdl.mixdl.heads import MixDLModules
 from stylegan2_ada_mixdl.mixdl.interp import interp_filename, save_interpolation_strip
 from stylegan2_ada_mixdl.mixdl.options import OPTIONS
@@ -38,7 +39,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
       patch_discrimination: patch logits instead of full-image logits on MixDL minibatches.
       patch_head:           'lrelu' or 'linear' patch heads (see heads.PatchHead).
       keep_full_adv:        also apply the ordinary full-image adversarial terms on MixDL minibatches.
-      g_similarity:         'cosine' (the authors') or 'centred' (see distance.layered_similarities).
+      g_similarity:         'cosine' (the authors') or 'centred' (distance.centred_cosine_similarity_matrix).
     """
 
     options = OPTIONS
@@ -61,7 +62,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         self.patch_discrimination = settings['patch_discrimination']
         self.patch_head = settings['patch_head']
         self.keep_full_adv = settings['keep_full_adv']
-        self.g_similarity = settings['g_similarity']
+        self.g_similarity = G_SIMILARITIES[settings['g_similarity']]
         self.batch_idx = 0
 
         self.synthesis_layers = synthesis_conv_names(G_synthesis)
@@ -150,7 +151,7 @@ class MixDLLoss(PrivateStreamState, StyleGAN2Loss):
         if distance:
             layers = sample_feature_layers(batch, len(features), generator=self.stream.generator)
             terms['G_dist'] = layered_distance_loss([f[batch:] for f in features], [f[:batch] for f in features],
-                                                    layers, coefs, centred=self.g_similarity == 'centred')
+                                                    layers, coefs, similarity=self.g_similarity)
         if patch:
             layer = self.draw_patch_layer()
             _, record = self.run_D_recording(images[batch:], self.anchor_labels(coefs, gen_c), [layer])

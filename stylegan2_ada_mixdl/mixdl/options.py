@@ -1,9 +1,9 @@
 """MixDL's settings as data: train.py's --mixdl* options and MixDLLoss's keyword arguments, with one default and one check each."""
 from stylegan2_ada_mixdl.mixdl.coefficients import COEFFICIENT_KINDS
+from stylegan2_ada_mixdl.mixdl.distance import G_SIMILARITIES
 from training.plugins import PluginOption, PluginOptions
 
 PATCH_HEADS = ('lrelu', 'linear')
-G_SIMILARITIES = ('cosine', 'centred')
 
 # Defaults follow the paper (Kong et al., ECCV 2022, sec. 4) and the authors' code.
 OPTIONS = PluginOptions(
@@ -27,7 +27,8 @@ OPTIONS = PluginOptions(
                      tag='head', help='Patch head after its 3x3 conv: biased leaky ReLU (as the authors) or linear'),
         PluginOption(name='mixdl_keep_adv', kwarg='keep_full_adv', default=False, type=bool, tag='adv',
                      help='Keep the full-image adversarial terms on MixDL minibatches too (the authors drop them)'),
-        PluginOption(name='mixdl_g_sim', kwarg='g_similarity', default='cosine', type=str, choices=G_SIMILARITIES,
+        PluginOption(name='mixdl_g_sim', kwarg='g_similarity', default='cosine', type=str,
+                     choices=tuple(G_SIMILARITIES),
                      tag='gsim', help='Similarity of G features in the distance loss: cosine (as the authors) or '
                                       'centred (cosine after subtracting the batch mean of the sources)'),
     ),

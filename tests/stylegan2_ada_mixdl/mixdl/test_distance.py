@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from stylegan2_ada_mixdl.mixdl.coefficients import sample_coefficients
-from stylegan2_ada_mixdl.mixdl.distance import (coefficient_kl, cosine_similarity_matrix, feature_distance_loss,
-                                          layered_distance_loss, layered_similarities, sample_feature_layers)
+from stylegan2_ada_mixdl.mixdl.distance import (centred_cosine_similarity_matrix, coefficient_kl,
+                                                cosine_similarity_matrix, distance_layer_indices,
+                                                feature_distance_loss, layered_distance_loss, layered_similarities,
+                                                sample_feature_layers)
 
 LAYER_SHAPES = [(8, 4, 4), (6, 8, 8), (6, 8, 8), (4, 16, 16), (4, 16, 16)]
 
@@ -81,7 +83,7 @@ def test_centred_similarities_subtract_the_sources_batch_mean():
     gen = torch.Generator().manual_seed(3)
     anchors, sources = _random_features(4, torch.float32, gen)
     layers = torch.tensor([2, 1, 3, 2])
-    sims = layered_similarities(anchors, sources, layers, centred=True)
+    sims = layered_similarities(anchors, sources, layers, similarity=centred_cosine_similarity_matrix)
     for k, layer in enumerate(layers.tolist()):
         mean = sources[layer].detach().double().mean(dim=0)
         for i in range(4):
@@ -96,15 +98,23 @@ def test_centred_similarities_ignore_structure_every_sample_shares():
     layers = torch.tensor([1, 2, 3, 1])
     shifted_a = [a.detach() + m for a, m in zip(anchors, shared)]
     shifted_s = [s.detach() + m for s, m in zip(sources, shared)]
-    centred = layered_similarities(anchors, sources, layers, centred=True)
-    torch.testing.assert_close(layered_similarities(shifted_a, shifted_s, layers, centred=True), centred,
-                               atol=1e-5, rtol=1e-4)
+    centred = layered_similarities(anchors, sources, layers, similarity=centred_cosine_similarity_matrix)
+    torch.testing.assert_close(layered_similarities(shifted_a, shifted_s, layers,
+                                                    similarity=centred_cosine_similarity_matrix),
+                               centred, atol=1e-5, rtol=1e-4)
     plain, plain_shifted = (layered_similarities(anchors, sources, layers),
                             layered_similarities(shifted_a, shifted_s, layers))
     assert plain_shifted.min() > 0.8 and plain.abs().max() < 0.5  # plain cosines see mostly the shared map
     coefs = sample_coefficients(4, generator=gen)
-    assert layered_distance_loss(anchors, sources, layers, coefs, centred=True).item() == pytest.approx(
+    assert layered_distance_loss(anchors, sources, layers, coefs,
+                                 similarity=centred_cosine_similarity_matrix).item() == pytest.approx(
         coefficient_kl(centred, coefs).item(), rel=1e-6)
+
+
+def test_drawn_layers_are_exactly_the_eligible_ones():
+    assert list(distance_layer_indices(7)) == [1, 2, 3, 4, 5]
+    drawn = sample_feature_layers(4000, 7, generator=torch.Generator().manual_seed(0))
+    assert sorted(torch.unique(drawn).tolist()) == list(distance_layer_indices(7))
 
 
 def test_float16_features_give_float32_loss_close_to_float32_reference():

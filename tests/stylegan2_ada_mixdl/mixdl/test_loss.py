@@ -71,15 +71,17 @@ def test_extras_match_discriminator_and_stay_out_of_G_and_D():
 @pytest.mark.parametrize('similarity', ['cosine', 'centred'])
 def test_generator_distance_uses_the_chosen_similarity(similarity, monkeypatch):
     import stylegan2_ada_mixdl.mixdl.loss as mixdl_loss
+    from stylegan2_ada_mixdl.mixdl import distance
+    expected = {'cosine': distance.cosine_similarity_matrix, 'centred': distance.centred_cosine_similarity_matrix}
     seen = []
     real = mixdl_loss.layered_distance_loss
     monkeypatch.setattr(mixdl_loss, 'layered_distance_loss',
-                        lambda *args, **kwargs: seen.append(kwargs.get('centred')) or real(*args, **kwargs))
+                        lambda *args, **kwargs: seen.append(kwargs.get('similarity')) or real(*args, **kwargs))
     G, D = _networks()
     loss = _make_loss(G, D, g_similarity=similarity)
     inputs = _inputs()
     terms = loss.generator_terms(inputs['gen_z'], inputs['gen_c'], loss.draw_coefficients(BATCH), patch=False)
-    assert seen == [similarity == 'centred'] and torch.isfinite(terms['G_dist'])
+    assert seen == [expected[similarity]] and torch.isfinite(terms['G_dist'])
 
 
 def test_centred_and_plain_generator_distances_differ_on_the_same_draws():
